@@ -1,0 +1,12 @@
+"""Import every command module so that each registers itself on the app."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+COMMAND_MODULES = ("info", "synth", "rasterize", "sample_patches", "train", "sweep", "predict", "vectorize", "evaluate")
+
+for _name in COMMAND_MODULES:
+    if importlib.util.find_spec(f"icetools.cli.{_name}") is not None:
+        importlib.import_module(f"icetools.cli.{_name}")

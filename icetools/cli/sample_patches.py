@@ -1,0 +1,144 @@
+"""``icetools sample-patches``: choose training windows over scenes, with leak-free splits."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from icetools.cli.app import app
+from icetools.cli.common import STATE, console, guarded, make_progress, warn
+from icetools.cli.options import OutPath, Overwrite, Seed
+
+
+class SplitBy(str, Enum):
+    auto = "auto"
+    scene = "scene"
+    block = "block"
+
+
+def _parse_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give three numbers such as 0.7,0.15,0.15") from None
+    if len(values) != 3:
+        raise typer.BadParameter(f"{text!r}: give three shares train,val,test such as 0.7,0.15,0.15")
+    return values  # type: ignore[return-value]
+
+
+@app.command("sample-patches")
+def sample_patches_command(
+    scenes: Annotated[list[Path], typer.Argument(help="Scenes (AI4Arctic netCDF or GeoTIFF).", dir_okay=False)],
+    output: OutPath,
+    labels: Annotated[
+        Optional[list[Path]],
+        typer.Option("--labels", help="Labels raster per scene, in order (from `icetools rasterize`); "
+                     "omit for netCDF scenes that carry their chart."),
+    ] = None,
+    size: Annotated[int, typer.Option("--size", help="Patch size in pixels, a multiple of 16.")] = 256,
+    n: Annotated[int, typer.Option("--n", help="Number of patches wanted.")] = 500,
+    seed: Seed = 0,
+    min_unseen: Annotated[float, typer.Option("--min-unseen", help="Least share of a window not yet sampled.")] = 0.5,
+    max_empty: Annotated[
+        Optional[int], typer.Option("--max-empty", help="Most windows without foreground (default: 10% of --n).")
+    ] = None,
+    max_invalid: Annotated[float, typer.Option("--max-invalid", help="Most share of land/nodata in a window.")] = 0.5,
+    max_rejects: Annotated[int, typer.Option("--max-rejects", help="Stop after this many rejections in a row.")] = 1000,
+    split_by: Annotated[
+        SplitBy, typer.Option("--split-by", help="auto: by scene with 3 or more scenes, else by spatial block.")
+    ] = SplitBy.auto,
+    block_size: Annotated[
+        Optional[int], typer.Option("--block-size", help="Split block size in pixels (default: 4 x --size).")
+    ] = None,
+    fractions: Annotated[
+        str, typer.Option("--fractions", help="Train,val,test shares.", callback=_parse_fractions)
+    ] = "0.7,0.15,0.15",
+    export: Annotated[
+        Optional[Path], typer.Option("--export", help="Also write each patch as GeoTIFF chips into this folder.",
+                                     file_okay=False)
+    ] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the coverage map (PNG).", dir_okay=False)] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Sample patch windows stochastically and coverage-aware; write their footprints as a GeoPackage."""
+    if labels and len(labels) != len(scenes):
+        # Checked outside the guarded edge: a usage error must exit 2, not be reported as a data error.
+        raise typer.BadParameter(
+            f"got {len(labels)} for {len(scenes)} scenes: give one --labels per scene, in the scenes' order",
+            param_hint="--labels",
+        )
+    _run(
+        scenes, output, labels=labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
+        max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by.value, block_size=block_size,
+        fractions=fractions, export=export, plot=plot, overwrite=overwrite,
+    )
+
+
+@guarded
+def _run(
+    scenes: list[Path], output: Path, *, labels: list[Path] | None, size: int, n: int, seed: int,
+    min_unseen: float, max_empty: int | None, max_invalid: float, max_rejects: int, split_by: str,
+    block_size: int | None, fractions: tuple[float, float, float], export: Path | None, plot: Path | None,
+    overwrite: bool,
+) -> None:
+    import warnings
+
+    from icetools import sampling
+    from icetools.io.atomic import check_output
+
+    check_output(output, overwrite=overwrite)  # fail before the long pass, not after it
+    if plot:
+        check_output(plot, overwrite=overwrite)
+    with make_progress() as bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task("reading scenes" if stage == "scan" else "sampling", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        frame = sampling.sample_patches(
+            scenes, labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
+            max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by, block_size=block_size,
+            fractions=fractions, progress=progress,
+        )
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            warn(str(warning.message))
+    sampling.write_patches(frame, output, overwrite=overwrite)
+    if export:
+        sampling.export_chips(frame, export, overwrite=overwrite)
+    if plot and len(frame):
+        sampling.plot_coverage(frame, sampling.coverage_maps(frame), plot, overwrite=overwrite)
+    elif plot:
+        warn(f"no patches were sampled: {plot} not drawn")
+    _summary(frame, output)
+
+
+def _summary(frame, output: Path) -> None:
+    """Patches per split, foreground share, empty windows and why sampling stopped, on stderr."""
+    if STATE["verbosity"] < 0:
+        return
+    from rich.table import Table
+
+    stats = frame.attrs.get("stats", {})
+    params = frame.attrs.get("sampling", {})
+    table = Table(title=f"{output.name}: {len(frame)} patches ({params.get('split_by_used', '?')} split)")
+    for column in ("split", "patches", "with foreground", "mean foreground", "empty"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for split in ("train", "val", "test"):
+        part = frame[frame["split"] == split]
+        count = len(part)
+        with_fg = int((part["foreground"] > 0).sum())
+        mean_fg = f"{part['foreground'].mean():.1%}" if count else "-"
+        table.add_row(split, str(count), str(with_fg), mean_fg, str(count - with_fg))
+    console.print(table)
+    rejected = stats.get("rejected", {})
+    console.print(
+        f"stop: {stats.get('stop_reason', '?')}; {stats.get('candidates', 0)} candidates, rejected: "
+        + ", ".join(f"{k} {v}" for k, v in rejected.items())
+    )

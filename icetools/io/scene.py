@@ -1,0 +1,359 @@
+"""One way to open the scenes users hold: AI4Arctic netCDF (raw and ready-to-train) and GeoTIFF.
+
+:func:`open_scene` returns a :class:`Scene`: named bands read lazily by window, a grid, a validity
+mask and, for AI4Arctic files, the embedded ice chart. Nothing reads a whole scene unless asked.
+Handles are opened lazily and re-opened after a fork, so a Scene can travel to DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rasterio.windows import Window
+
+from icetools.errors import CRSError, InputFileError, MissingVariableError
+from icetools.grid import Grid, gcps_from_tie_points
+from icetools.sigrid import ChartPolygon, parse_polygon_codes
+
+SAR_ALIASES = {"HH": "nersc_sar_primary", "HV": "nersc_sar_secondary"}
+NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
+GEOTIFF_SUFFIXES = {".tif", ".tiff", ".gtiff", ".vrt"}
+
+
+def clamp_window(window: Window, height: int, width: int) -> tuple[Window, tuple[tuple[int, int], tuple[int, int]]]:
+    """The part of ``window`` inside the scene, and the padding that restores its full size."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r1, height), min(c1, width)
+    if rr1 <= rr0 or cc1 <= cc0:
+        raise ValueError(f"window {window} lies outside the {height} x {width} scene")
+    pad = ((rr0 - r0, r1 - rr1), (cc0 - c0, c1 - cc1))
+    return Window(cc0, rr0, cc1 - cc0, rr1 - rr0), pad
+
+
+def pad_array(data: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]], mode: str) -> np.ndarray:
+    """Pad the last two axes in memory (much faster than boundless reads); reflect needs care at tiny sizes."""
+    if not any(sum(p) for p in pad):
+        return data
+    widths = [(0, 0)] * (data.ndim - 2) + list(pad)
+    if mode == "reflect":
+        # np.pad's reflect cannot pad more than size-1 at once; 'symmetric' chains cleanly.
+        h, w = data.shape[-2:]
+        if pad[0][0] >= h or pad[0][1] >= h or pad[1][0] >= w or pad[1][1] >= w:
+            return np.pad(data, widths, mode="symmetric") if min(h, w) > 0 else data
+        return np.pad(data, widths, mode="reflect")
+    if mode == "edge":
+        return np.pad(data, widths, mode="edge")
+    fill = np.nan if data.dtype.kind == "f" else 0
+    return np.pad(data, widths, mode="constant", constant_values=fill)
+
+
+class Scene(ABC):
+    """A scene: named bands, a grid, a validity mask, and (optionally) an ice chart."""
+
+    kind: str
+    path: Path
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._pid: int | None = None
+        self._handle = None
+
+    # --- lazy handles that survive fork/pickle ---------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_pid"] = None
+        return state
+
+    @property
+    def handle(self):
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = self._open()
+            self._pid = os.getpid()
+        return self._handle
+
+    @abstractmethod
+    def _open(self): ...
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- what every scene offers ---------------------------------------------------------
+    grid: Grid
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    @abstractmethod
+    def band_names(self) -> tuple[str, ...]:
+        """Every band that :meth:`read` accepts."""
+
+    @property
+    @abstractmethod
+    def default_inputs(self) -> tuple[str, ...]:
+        """The bands a model reads when none are named (SAR HH/HV for AI4Arctic, all for GeoTIFF)."""
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        out = []
+        for name in names:
+            real = name if name in self.band_names else SAR_ALIASES.get(name, name)
+            if real not in self.band_names:
+                raise MissingVariableError(
+                    f"{self.path.name} has no band '{name}'; bands found: {', '.join(self.band_names)}"
+                )
+            out.append(real)
+        return out
+
+    def read(
+        self, names: Sequence[str] | None = None, window: Window | None = None, *, pad_mode: str = "constant"
+    ) -> np.ndarray:
+        """Bands as float32 (n, h, w) with NaN where invalid; windows beyond the edge are padded in memory."""
+        names = self.resolve(names or self.default_inputs)
+        window = window or self.grid.full_window()
+        inner, pad = clamp_window(window, self.height, self.width)
+        data = np.stack([self._read_band(n, inner) for n in names]).astype("float32", copy=False)
+        return pad_array(data, pad, pad_mode)
+
+    @abstractmethod
+    def _read_band(self, name: str, window: Window) -> np.ndarray:
+        """One band inside the scene, float32 with NaN for nodata."""
+
+    def valid_mask(self, window: Window | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+        """True where every input band holds a value (not land, not outside the swath)."""
+        return np.isfinite(self.read(names, window)).all(axis=0)
+
+    # --- ice chart ----------------------------------------------------------------------------
+    @property
+    def has_chart(self) -> bool:
+        return False
+
+    def read_polygon_ids(self, window: Window | None = None) -> np.ndarray:
+        raise MissingVariableError(f"{self.path.name} carries no ice chart polygons: pass --labels")
+
+    def polygon_table(self) -> dict[int, ChartPolygon]:
+        return {}
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "format": self.kind, "height": self.height, "width": self.width}
+
+
+class NetCDFScene(Scene):
+    """AI4Arctic netCDF, raw (40 m, dB with NaN) or ready-to-train (80 m, standard-scaled, NaN -> 0)."""
+
+    TWO_KM_DIMS = ("2km_grid_lines", "2km_grid_samples")
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        ds = self.handle
+        variables = ds.variables
+        if "nersc_sar_primary" not in variables:
+            raise MissingVariableError(
+                f"{path.name} has no 'nersc_sar_primary' (HH): is it an AI4Arctic scene? "
+                f"variables found: {', '.join(list(variables)[:20]) or 'none'}"
+            )
+        self._dims = variables["nersc_sar_primary"].dimensions
+        height, width = variables["nersc_sar_primary"].shape
+        self.kind = "ai4arctic-ready" if "SIC" in variables or "sar_grid2d_latitude" in variables else "ai4arctic-raw"
+        self.grid = Grid(height, width, gcps=self._read_gcps(ds, height, width), gcp_crs=_wgs84())
+        full = [n for n, v in variables.items() if v.dimensions == self._dims]
+        coarse = [n for n, v in variables.items() if tuple(v.dimensions) == self.TWO_KM_DIMS]
+        self._bands = tuple(full + coarse)
+        self._coarse = set(coarse)
+        self.attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
+
+    def _open(self):
+        import netCDF4
+
+        try:
+            ds = netCDF4.Dataset(self.path, "r")
+        except OSError as exc:
+            raise InputFileError(f"cannot read {self.path} as netCDF: {exc}") from None
+        ds.set_auto_maskandscale(False)
+        return ds
+
+    def _read_gcps(self, ds, height: int, width: int):
+        v = ds.variables
+        if all(k in v for k in ("sar_grid_line", "sar_grid_sample", "sar_grid_latitude", "sar_grid_longitude")):
+            return gcps_from_tie_points(
+                v["sar_grid_line"][:], v["sar_grid_sample"][:], v["sar_grid_latitude"][:], v["sar_grid_longitude"][:]
+            )
+        if "sar_grid2d_latitude" in v and "sar_grid2d_longitude" in v:
+            # Ready-to-train files: dims (sample points, line points), spread evenly over the scene.
+            lat = np.asarray(v["sar_grid2d_latitude"][:], dtype="float64")
+            lon = np.asarray(v["sar_grid2d_longitude"][:], dtype="float64")
+            dims = v["sar_grid2d_latitude"].dimensions
+            if dims and dims[0].startswith("sar_line"):
+                lat, lon = lat.T, lon.T
+            n_samp, n_line = lat.shape
+            samples, lines = np.meshgrid(np.linspace(0, width - 1, n_samp), np.linspace(0, height - 1, n_line), indexing="ij")
+            return gcps_from_tie_points(lines.ravel(), samples.ravel(), lat.ravel(), lon.ravel())
+        raise CRSError(
+            f"{self.path.name} has no geolocation: expected the tie points sar_grid_line/sample/latitude/longitude "
+            "or sar_grid2d_latitude/longitude"
+        )
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return self._bands
+
+    @property
+    def default_inputs(self) -> tuple[str, ...]:
+        names = ["nersc_sar_primary"]
+        if "nersc_sar_secondary" in self._bands:
+            names.append("nersc_sar_secondary")
+        return tuple(names)
+
+    def _read_band(self, name: str, window: Window) -> np.ndarray:
+        var = self.handle.variables[name]
+        r0, c0 = int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        if name in self._coarse:
+            return self._read_coarse(var, r0, r1, c0, c1)
+        data = np.asarray(var[r0:r1, c0:c1])
+        return self._to_float(var, data)
+
+    def _read_coarse(self, var, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """2 km AMSR2/ERA5 fields, upsampled to the SAR grid by nearest neighbour."""
+        ch, cw = var.shape
+        rows = np.minimum((np.arange(r0, r1) * ch) // self.height, ch - 1)
+        cols = np.minimum((np.arange(c0, c1) * cw) // self.width, cw - 1)
+        block = self._to_float(var, np.asarray(var[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]))
+        return block[np.ix_(rows - rows.min(), cols - cols.min())]
+
+    def _to_float(self, var, data: np.ndarray) -> np.ndarray:
+        out = data.astype("float32", copy=data.dtype.kind != "f" or data.dtype != np.float32)
+        fill = getattr(var, "_FillValue", None)
+        if fill is not None:
+            out[data == fill] = np.nan
+        if data.dtype == np.uint8 and var.name in {"SIC", "SOD", "FLOE"}:
+            out[data == 255] = np.nan
+        return out
+
+    def valid_mask(self, window: Window | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+        data = self.read(names, window)
+        valid = np.isfinite(data).all(axis=0)
+        if self.kind == "ai4arctic-ready":
+            # Ready-to-train files set NaN to 0 after scaling: all-zero SAR marks land / no data.
+            valid &= ~(data == 0).all(axis=0)
+        return valid
+
+    @property
+    def has_chart(self) -> bool:
+        return "polygon_icechart" in self.handle.variables
+
+    def read_polygon_ids(self, window: Window | None = None) -> np.ndarray:
+        if not self.has_chart:
+            return super().read_polygon_ids(window)
+        window = window or self.grid.full_window()
+        inner, pad = clamp_window(window, self.height, self.width)
+        ids = self._read_band("polygon_icechart", inner)
+        ids = np.where(np.isfinite(ids), ids, 0).astype("int32")
+        return pad_array(ids, pad, "constant")
+
+    @cached_property
+    def _polygon_table(self) -> dict[int, ChartPolygon]:
+        v = self.handle.variables
+        if "polygon_codes" not in v:
+            raise MissingVariableError(f"{self.path.name} has polygon_icechart but no 'polygon_codes' table")
+        rows = v["polygon_codes"][:]
+        rows = [r if isinstance(r, (str, bytes)) else bytes(np.asarray(r).tobytes()).rstrip(b"\0") for r in rows]
+        return parse_polygon_codes(rows)
+
+    def polygon_table(self) -> dict[int, ChartPolygon]:
+        return self._polygon_table if self.has_chart else {}
+
+
+class GeoTiffScene(Scene):
+    """Any GDAL raster whose band descriptions name its channels (band1.. when they don't)."""
+
+    kind = "geotiff"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        from icetools.io.raster import grid_of
+
+        ds = self.handle
+        self.grid = grid_of(ds)
+        self._names = tuple(d or f"band{i}" for i, d in enumerate(ds.descriptions, start=1))
+        if len(set(self._names)) != len(self._names):
+            self._names = tuple(f"band{i}" for i in range(1, ds.count + 1))
+        self.nodata = ds.nodata
+        self.tags = ds.tags()
+        self.dtypes = ds.dtypes
+
+    def _open(self):
+        from icetools.io.raster import open_raster
+
+        return open_raster(self.path)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def default_inputs(self) -> tuple[str, ...]:
+        return self._names
+
+    def _read_band(self, name: str, window: Window) -> np.ndarray:
+        index = self._names.index(name) + 1
+        data = self.handle.read(index, window=window)
+        out = data.astype("float32", copy=False)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            out = np.where(data == self.nodata, np.float32(np.nan), out)
+        return out
+
+    @property
+    def has_chart(self) -> bool:
+        return "polygon_id" in self._names
+
+    def read_polygon_ids(self, window: Window | None = None) -> np.ndarray:
+        if not self.has_chart:
+            return super().read_polygon_ids(window)
+        window = window or self.grid.full_window()
+        inner, pad = clamp_window(window, self.height, self.width)
+        ids = self._read_band("polygon_id", inner)
+        return pad_array(np.where(np.isfinite(ids), ids, 0).astype("int32"), pad, "constant")
+
+
+def _wgs84():
+    from pyproj import CRS
+
+    return CRS.from_epsg(4326)
+
+
+def open_scene(path: str | Path) -> Scene:
+    """Open an AI4Arctic netCDF or a GeoTIFF scene, by content as much as by suffix."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path} does not exist")
+    if path.is_dir():
+        raise InputFileError(f"{path} is a folder, not a scene file")
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic[:3] == b"CDF" or magic[:8] == b"\x89HDF\r\n\x1a\n" or path.suffix.lower() in NETCDF_SUFFIXES:
+        if magic[:3] != b"CDF" and magic[:8] != b"\x89HDF\r\n\x1a\n":
+            raise InputFileError(f"{path} is not a readable netCDF file (corrupt or truncated?)")
+        return NetCDFScene(path)
+    if magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") or path.suffix.lower() in GEOTIFF_SUFFIXES:
+        return GeoTiffScene(path)
+    raise InputFileError(f"{path}: unknown scene format (expected an AI4Arctic netCDF or a GeoTIFF)")

@@ -1,0 +1,72 @@
+"""Vector input and output through pyogrio (GeoPackage, Shapefile, GeoJSON...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from icetools.errors import CRSError, EmptyInputError, InputFileError
+from icetools.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+
+def read_vectors(path: str | Path, *, layer: str | None = None, vector_crs: str | None = None) -> "gpd.GeoDataFrame":
+    """Read a vector layer; refuse empty layers and layers without a CRS (unless one is given)."""
+    import pyogrio
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path} does not exist")
+    try:
+        frame = pyogrio.read_dataframe(path, layer=layer)
+    except Exception as exc:  # pyogrio raises several GDAL-derived types; all mean the same here
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputFileError(f"cannot read {path} as a vector layer: {message}") from None
+    if len(frame) == 0:
+        raise EmptyInputError(f"{path} has no features" + (f" in layer '{layer}'" if layer else ""))
+    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    if len(frame) == 0:
+        raise EmptyInputError(f"{path} has features but none with a geometry")
+    if vector_crs:
+        try:
+            frame = frame.set_crs(vector_crs, allow_override=True)
+        except Exception as exc:
+            raise CRSError(f"--vector-crs '{vector_crs}' is not a CRS pyproj understands: {exc}") from None
+    elif frame.crs is None:
+        raise CRSError(
+            f"{path} has no CRS (older ice-chart archives often lack one): pass --vector-crs, e.g. EPSG:3413"
+        )
+    return frame
+
+
+def write_layer(frame: "gpd.GeoDataFrame", path: str | Path, *, layer: str, overwrite: bool = False) -> Path:
+    """Write one layer to a new vector file, atomically; the driver follows the suffix."""
+    import pyogrio
+
+    path = Path(path)
+    driver = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}.get(
+        path.suffix.lower()
+    )
+    if driver is None:
+        raise InputFileError(f"{path}: unknown vector format; use .gpkg, .shp, .geojson or .fgb")
+    if driver == "ESRI Shapefile":
+        # A shapefile is several files, so it cannot be renamed into place as one; write directly.
+        from icetools.io.atomic import check_output
+
+        check_output(path, overwrite=overwrite)
+        pyogrio.write_dataframe(frame, path, layer=layer, driver=driver)
+        return path
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        pyogrio.write_dataframe(frame, tmp, layer=layer, driver=driver)
+    return path
+
+
+def list_layers(path: str | Path) -> list[str]:
+    import pyogrio
+
+    try:
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+    except Exception as exc:
+        raise InputFileError(f"cannot list layers of {path}: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,616 @@
+"""Predicted rasters -> vectors an analyst opens in QGIS: class polygons, or skeleton lines.
+
+Both stream the raster in full-width strips, so a 10k x 10k scene is never polygonized in one piece
+nor held whole in memory:
+
+* Polygons: each strip is classified (integer classes, ``threshold`` or ``bins``), sieved, labelled
+  into connected components and polygonized by GDAL (rasterio.features.shapes). Pieces that touch
+  a strip seam are kept aside with their pixel count and value sum, joined to their same-class
+  neighbours across the seam by connected component, and unioned at the end. Geometry work runs in
+  pixel space, where every vertex is an integer and overlay is exact; coordinates move to map
+  units (or through the tie points to EPSG:4326) last.
+* Lines: each strip is thresholded and skeletonized (scikit-image), the skeleton traced into lines
+  split at junctions and ends, and pieces cut by a seam joined with shapely.line_merge.
+
+Approximations, both from strip-wise work with a halo of rows:
+
+* The sieve sees each strip with ``halo`` extra rows above and below (halo = the sieve size in
+  pixels, between 64 and 512 rows). A component smaller than the sieve size spans fewer rows than
+  the halo, so whether it is removed is decided exactly. Only when the sieve size exceeds 512
+  pixels can a large component that crosses a seam be cut by the halo's edge, look small, and be
+  sieved away; and the neighbour that absorbs a sieved speck is chosen from the sizes seen inside
+  the window.
+* The skeleton of a strip is computed with LINE_HALO rows of context, enough for lines a few tens
+  of pixels thick; thicker blobs may get a slightly different skeleton near a seam.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from icetools.errors import ConfigError, DataError, EmptyInputError, MissingVariableError
+from icetools.grid import WGS84, Grid
+from icetools.io.raster import grid_of, open_raster
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import rasterio
+
+STRIP_ROWS = 1024
+SIEVE_HALO_MIN = 64
+SIEVE_HALO_MAX = 512
+LINE_HALO = 64
+NODATA_CLASS = int(np.iinfo(np.int32).min)
+
+Progress = Callable[[float], None]
+
+
+# --------------------------------------------------------------------------- options
+
+
+def parse_bins(text: str) -> list[float]:
+    """``"0.1,0.4,0.7"`` -> [0.1, 0.4, 0.7]; the edges of the class intervals, strictly increasing."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"--bins '{text}' has no values: give increasing edges, e.g. --bins 0.1,0.4,0.7,0.9")
+    try:
+        edges = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--bins '{text}' is not a comma-separated list of numbers, e.g. 0.1,0.4,0.7,0.9") from None
+    _check_edges(edges, f"--bins '{text}'")
+    return edges
+
+
+def _check_edges(edges: Sequence[float], what: str) -> None:
+    if not all(math.isfinite(e) for e in edges):
+        raise ConfigError(f"{what} contains a non-finite edge: give finite numbers")
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ConfigError(f"{what} must be strictly increasing, e.g. 0.1,0.4,0.7,0.9")
+
+
+@dataclass(frozen=True)
+class _Classifier:
+    """Turns raster values into int32 classes; ``edges`` None means the integers are the classes."""
+
+    edges: np.ndarray | None
+
+    def classify(self, values: np.ndarray, valid: np.ndarray, *, path: Path) -> np.ndarray:
+        if self.edges is None:
+            if valid.any():
+                lo, hi = int(values[valid].min()), int(values[valid].max())
+                if lo <= NODATA_CLASS or hi > np.iinfo(np.int32).max:
+                    raise DataError(
+                        f"{path}: class values {lo}..{hi} do not fit in 32 bits: use --bins or --threshold"
+                    )
+            classes = values.astype(np.int32)
+        else:
+            # Class i holds edges[i-1] <= value < edges[i], like np.digitize.
+            classes = np.searchsorted(self.edges, values, side="right").astype(np.int32)
+        classes[~valid] = NODATA_CLASS
+        return classes
+
+    def intervals(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """value_min / value_max of each class's interval; open ends are NaN (empty in the file)."""
+        edges = np.concatenate([[np.nan], self.edges, [np.nan]])
+        return edges[classes], edges[classes + 1]
+
+
+def _classifier(dtype: str, *, threshold: float | None, bins: Sequence[float] | None, path: Path) -> _Classifier:
+    if threshold is not None and bins is not None:
+        raise ConfigError("pass either --threshold or --bins, not both")
+    if threshold is not None:
+        if not math.isfinite(threshold):
+            raise ConfigError(f"--threshold {threshold} is not a finite number")
+        return _Classifier(np.array([float(threshold)]))
+    if bins is not None:
+        edges = [float(b) for b in bins]
+        if not edges:
+            raise ConfigError("--bins is empty: give increasing edges, e.g. 0.1,0.4,0.7,0.9")
+        _check_edges(edges, "--bins")
+        return _Classifier(np.array(edges))
+    if np.dtype(dtype).kind not in "iub":
+        raise DataError(
+            f"{path} is a {dtype} raster, not classes: pass --threshold T (two classes) or --bins a,b,c (intervals)"
+        )
+    return _Classifier(None)
+
+
+def _band_index(dataset: "rasterio.io.DatasetReader", band: int | str, path: Path) -> int:
+    """A 1-based band index from an index or a band description."""
+    if isinstance(band, str) and band.strip().isdigit():
+        band = int(band)
+    if isinstance(band, (int, np.integer)):
+        if 1 <= band <= dataset.count:
+            return int(band)
+        raise MissingVariableError(f"{path} has {dataset.count} band(s): --band {band} is out of range")
+    names = list(dataset.descriptions)
+    if band in names:
+        return names.index(band) + 1
+    listed = ", ".join(name or f"#{i}" for i, name in enumerate(names, start=1))
+    raise MissingVariableError(f"{path} has no band named '{band}'; bands: {listed}")
+
+
+def _check_connectivity(connectivity: int) -> None:
+    if connectivity not in (4, 8):
+        raise ConfigError(f"--connectivity must be 4 or 8, not {connectivity}")
+
+
+# --------------------------------------------------------------------------- georeference
+
+
+class _Georef:
+    """Pixel space -> measure space (map units, or local metres for GCP grids) -> output CRS.
+
+    GCP scenes are measured (area, length, simplification tolerance) in the tie points' local
+    azimuthal equidistant projection, in metres, and written in EPSG:4326.
+    """
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        if grid.has_gcps:
+            self.kind = "gcps"
+            self.output_crs = WGS84
+            self.pixel_area = grid.pixel_size() ** 2
+        elif grid.transform is not None:
+            self.kind = "crs" if grid.crs is not None else "transform"
+            self.output_crs = grid.crs
+            t = grid.transform
+            self.pixel_area = abs(t.a * t.e - t.b * t.d)
+        else:
+            self.kind = "none"
+            self.output_crs = None
+            self.pixel_area = 1.0
+
+    def to_measure(self, geoms: np.ndarray) -> np.ndarray:
+        if self.kind == "gcps":
+            mapping = self.grid.tie_points
+            return shapely.transform(geoms, lambda xy: np.stack(mapping.pixel_to_local(xy[:, 0], xy[:, 1]), axis=-1))
+        if self.kind in ("crs", "transform"):
+            a, b, c, d, e, f = tuple(self.grid.transform)[:6]
+            return shapely.transform(
+                geoms, lambda xy: np.stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f], axis=-1)
+            )
+        return geoms
+
+    def to_output(self, geoms: np.ndarray) -> np.ndarray:
+        if self.kind != "gcps":
+            return geoms
+        from pyproj import Transformer
+
+        to_lonlat = Transformer.from_crs(self.grid.tie_points.local_crs, WGS84, always_xy=True)
+        return shapely.transform(geoms, lambda xy: np.stack(to_lonlat.transform(xy[:, 0], xy[:, 1]), axis=-1))
+
+
+def _frame(columns: dict, geoms: np.ndarray, georef: _Georef, *, layer_kind: str) -> "gpd.GeoDataFrame":
+    import geopandas as gpd
+
+    frame = gpd.GeoDataFrame(columns, geometry=list(geoms), crs=georef.output_crs)
+    frame.attrs["georeference"] = georef.kind
+    frame.attrs["kind"] = layer_kind
+    return frame
+
+
+def _read(dataset: "rasterio.io.DatasetReader", band: int, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values of rows [row0, row1) and where they are valid (not nodata, not NaN)."""
+    values = dataset.read(band, window=Window(0, row0, dataset.width, row1 - row0))
+    nodata = dataset.nodatavals[band - 1]
+    valid = np.ones(values.shape, dtype=bool)
+    if values.dtype.kind == "f":
+        valid &= np.isfinite(values)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        valid &= values != nodata
+    return values, valid
+
+
+# --------------------------------------------------------------------------- polygons
+
+
+class _PolygonPieces:
+    """Polygons found strip by strip; pieces on a seam wait to be joined with their neighbours."""
+
+    def __init__(self, connectivity: int):
+        self.connectivity = connectivity
+        self.done: dict[str, list] = {"geom": [], "cls": [], "sum": [], "count": []}
+        self.open: dict[str, list] = {"geom": [], "cls": [], "sum": [], "count": [], "gid": []}
+        self.pairs: list[np.ndarray] = []
+        self.offset = 0
+        self.last_row: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add_strip(self, classes: np.ndarray, values: np.ndarray, *, row0: int, last: bool) -> None:
+        from rasterio.features import shapes
+        from skimage.measure import label
+
+        labels = label(classes, background=NODATA_CLASS, connectivity=1 if self.connectivity == 4 else 2)
+        count_labels = int(labels.max())
+        if count_labels >= np.iinfo(np.int32).max:
+            raise DataError("a strip has more than 2^31 regions: lower strip_rows")
+        labels = labels.astype(np.int32)
+        flat = labels.ravel()
+        counts = np.bincount(flat, minlength=count_labels + 1)
+        weights = np.where(labels > 0, values, 0).astype("float64", copy=False).ravel()
+        sums = np.bincount(flat, weights=weights, minlength=count_labels + 1)
+        label_class = np.zeros(count_labels + 1, dtype=np.int64)
+        label_class[flat] = classes.ravel()
+        on_seam = np.zeros(count_labels + 1, dtype=bool)
+        if row0 > 0:
+            on_seam[labels[0]] = True
+        if not last:
+            on_seam[labels[-1]] = True
+        on_seam[0] = False
+        self._pair_across_seam(labels, classes, row0=row0)
+
+        geoms_by_label: dict[int, list] = {}
+        for geojson, value in shapes(labels, mask=labels > 0, connectivity=self.connectivity,
+                                     transform=Affine.translation(0, row0)):
+            geoms_by_label.setdefault(int(value), []).append(shapely.geometry.shape(geojson))
+        for lab, parts in geoms_by_label.items():
+            geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+            target = self.open if on_seam[lab] else self.done
+            target["geom"].append(geom)
+            target["cls"].append(int(label_class[lab]))
+            target["sum"].append(float(sums[lab]))
+            target["count"].append(int(counts[lab]))
+            if on_seam[lab]:
+                target["gid"].append(self.offset + lab)
+        self.last_row = (np.where(labels[-1] > 0, labels[-1].astype(np.int64) + self.offset, 0), classes[-1].copy())
+        self.offset += count_labels
+
+    def _pair_across_seam(self, labels: np.ndarray, classes: np.ndarray, *, row0: int) -> None:
+        """Global ids of same-class pieces that touch across the seam above this strip."""
+        if row0 == 0 or self.last_row is None:
+            return
+        above_gid, above_cls = self.last_row
+        below_gid = np.where(labels[0] > 0, labels[0].astype(np.int64) + self.offset, 0)
+        below_cls = classes[0]
+        width = labels.shape[1]
+        shifts = (0,) if self.connectivity == 4 else (-1, 0, 1)
+        for shift in shifts:
+            a = slice(max(0, -shift), width - max(0, shift))
+            b = slice(max(0, shift), width - max(0, -shift))
+            ok = (above_gid[a] > 0) & (below_gid[b] > 0) & (above_cls[a] == below_cls[b])
+            if ok.any():
+                self.pairs.append(np.unique(np.stack([above_gid[a][ok], below_gid[b][ok]], axis=1), axis=0))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All polygons (pixel space), classes, value sums and pixel counts, seam pieces joined."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        geoms = list(self.done["geom"])
+        cls, sums, counts = list(self.done["cls"]), list(self.done["sum"]), list(self.done["count"])
+        n_open = len(self.open["gid"])
+        if n_open:
+            gids = np.array(self.open["gid"], dtype=np.int64)
+            order = np.argsort(gids)
+            pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), dtype=np.int64)
+            # Every seam pixel belongs to an open piece, so each id in a pair has a piece.
+            i = order[np.searchsorted(gids, pairs[:, 0], sorter=order)]
+            j = order[np.searchsorted(gids, pairs[:, 1], sorter=order)]
+            graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n_open, n_open))
+            n_comp, comp = connected_components(graph, directed=False)
+            open_geoms = np.array(self.open["geom"], dtype=object)
+            comp_sum = np.bincount(comp, weights=np.array(self.open["sum"]), minlength=n_comp)
+            comp_count = np.bincount(comp, weights=np.array(self.open["count"], dtype="float64"), minlength=n_comp)
+            by_comp = np.argsort(comp, kind="stable")
+            starts = np.searchsorted(comp[by_comp], np.arange(n_comp + 1))
+            for k in range(n_comp):
+                members = by_comp[starts[k] : starts[k + 1]]
+                # Pixel-space vertices are integers, so the overlay is exact.
+                geoms.append(open_geoms[members[0]] if len(members) == 1 else shapely.union_all(open_geoms[members]))
+                cls.append(self.open["cls"][members[0]])
+                sums.append(float(comp_sum[k]))
+                counts.append(int(round(comp_count[k])))
+        return (np.array(geoms, dtype=object), np.array(cls, dtype=np.int64), np.array(sums, dtype="float64"),
+                np.array(counts, dtype=np.int64))
+
+
+def _sieve_size(min_area: float, min_area_px: int, pixel_area: float) -> int:
+    """Components with fewer pixels than this are sieved (0 or 1: no sieve)."""
+    if min_area < 0 or min_area_px < 0:
+        raise ConfigError("--min-area and --min-area-px must not be negative")
+    if min_area > 0 and min_area_px > 0:
+        raise ConfigError("pass either --min-area (map units squared) or --min-area-px (pixels), not both")
+    if min_area_px > 0:
+        return int(min_area_px)
+    if min_area > 0:
+        # Keep components whose area is at least min_area: n * pixel_area >= min_area.
+        return int(math.ceil(min_area / pixel_area - 1e-9))
+    return 0
+
+
+def add_shared_vertices(geoms: np.ndarray) -> np.ndarray:
+    """Make a pixel-space polygon coverage edge-matched, as coverage_simplify needs.
+
+    GDAL writes a vertex only where a ring turns, so where a third polygon meets a straight edge
+    (a T-junction) the edge lacks the vertex its neighbours have. Every edge here is horizontal
+    or vertical with integer vertices, so the missing vertices are found by binary search among
+    all vertices of the coverage, in one vectorised pass instead of a costly noding overlay.
+    """
+    if len(geoms) == 0:
+        return geoms
+    geom_type, coords, offsets = shapely.to_ragged_array(geoms)
+    ring_offsets = np.asarray(offsets[0])
+    x0, y0 = np.floor(coords.min(axis=0))
+    xi = np.rint(coords[:, 0] - x0).astype(np.int64)
+    yi = np.rint(coords[:, 1] - y0).astype(np.int64)
+    x_span, y_span = int(xi.max()) + 1, int(yi.max()) + 1
+    h_nodes = np.unique(yi * x_span + xi)  # sorted along rows
+    v_nodes = np.unique(xi * y_span + yi)  # sorted along columns
+    n = len(coords)
+    starts = np.ones(n, dtype=bool)
+    starts[ring_offsets[1:] - 1] = False  # the closing vertex of each ring starts no edge
+    nxt = np.minimum(np.arange(n) + 1, n - 1)
+    horizontal = starts & (yi == yi[nxt]) & (xi != xi[nxt])
+    vertical = starts & (xi == xi[nxt]) & (yi != yi[nxt])
+    lo = np.zeros(n, dtype=np.int64)
+    hi = np.zeros(n, dtype=np.int64)
+    h_key_lo = yi * x_span + np.minimum(xi, xi[nxt])
+    h_key_hi = yi * x_span + np.maximum(xi, xi[nxt])
+    v_key_lo = xi * y_span + np.minimum(yi, yi[nxt])
+    v_key_hi = xi * y_span + np.maximum(yi, yi[nxt])
+    lo[horizontal] = np.searchsorted(h_nodes, h_key_lo[horizontal], side="right")
+    hi[horizontal] = np.searchsorted(h_nodes, h_key_hi[horizontal], side="left")
+    lo[vertical] = np.searchsorted(v_nodes, v_key_lo[vertical], side="right")
+    hi[vertical] = np.searchsorted(v_nodes, v_key_hi[vertical], side="left")
+    inserted = np.maximum(hi - lo, 0)
+    if inserted.sum() == 0:
+        return geoms
+    out_pos = np.concatenate([[0], np.cumsum(1 + inserted)])
+    new_coords = np.empty((int(out_pos[-1]), 2), dtype="float64")
+    new_coords[out_pos[:-1]] = coords
+    edge = np.repeat(np.arange(n), inserted)
+    step = np.arange(len(edge)) - np.repeat(np.cumsum(inserted) - inserted, inserted)
+    increasing = np.where(horizontal, xi[nxt] > xi, yi[nxt] > yi)[edge]
+    rank = np.where(increasing, lo[edge] + step, hi[edge] - 1 - step)
+    is_h = horizontal[edge]
+    node_x = np.empty(len(edge), dtype=np.int64)
+    node_y = np.empty(len(edge), dtype=np.int64)
+    key = h_nodes[rank[is_h]]
+    node_y[is_h], node_x[is_h] = key // x_span, key % x_span
+    key = v_nodes[rank[~is_h]]
+    node_x[~is_h], node_y[~is_h] = key // y_span, key % y_span
+    dest = out_pos[edge] + 1 + step
+    new_coords[dest, 0] = node_x + x0
+    new_coords[dest, 1] = node_y + y0
+    new_offsets = (out_pos[ring_offsets],) + tuple(offsets[1:])
+    result = shapely.from_ragged_array(geom_type, new_coords, new_offsets)
+    if geom_type == shapely.GeometryType.MULTIPOLYGON:
+        single = shapely.get_num_geometries(result) == 1
+        result[single] = shapely.get_geometry(result[single], 0)
+    return result
+
+
+def vectorize_polygons(
+    path: str | Path,
+    *,
+    band: int | str = 1,
+    threshold: float | None = None,
+    bins: Sequence[float] | None = None,
+    min_area: float = 0.0,
+    min_area_px: int = 0,
+    simplify: float = 0.0,
+    connectivity: int = 4,
+    strip_rows: int = STRIP_ROWS,
+    progress: Progress | None = None,
+) -> "gpd.GeoDataFrame":
+    """Class polygons of a raster with class, interval, mean value, area and pixel count.
+
+    ``min_area`` is in map units squared (square metres for GCP scenes); ``simplify`` in map
+    units (metres for GCP scenes), applied by coverage simplification so neighbours keep
+    their shared edges. 8-connectivity yields invalid polygons (GDAL's design).
+    """
+    from rasterio.features import sieve
+
+    path = Path(path)
+    _check_connectivity(connectivity)
+    if simplify < 0:
+        raise ConfigError("--simplify must not be negative")
+    if strip_rows < 1:
+        raise ConfigError("strip_rows must be at least 1")
+    with open_raster(path) as dataset:
+        band_index = _band_index(dataset, band, path)
+        classifier = _classifier(dataset.dtypes[band_index - 1], threshold=threshold, bins=bins, path=path)
+        georef = _Georef(grid_of(dataset))
+        sieve_px = _sieve_size(min_area, min_area_px, georef.pixel_area)
+        halo = min(max(sieve_px, SIEVE_HALO_MIN), SIEVE_HALO_MAX) if sieve_px > 1 else 0
+        height = dataset.height
+        pieces = _PolygonPieces(connectivity)
+        for row0 in range(0, height, strip_rows):
+            row1 = min(height, row0 + strip_rows)
+            top, bottom = max(0, row0 - halo), min(height, row1 + halo)
+            values, valid = _read(dataset, band_index, top, bottom)
+            classes = classifier.classify(values, valid, path=path)
+            if sieve_px > 1:
+                classes = sieve(classes, size=sieve_px, connectivity=connectivity, mask=valid)
+            centre = slice(row0 - top, row1 - top)
+            pieces.add_strip(classes[centre], values[centre], row0=row0, last=row1 == height)
+            if progress:
+                progress(row1 / height)
+    geoms, classes, sums, counts = pieces.finish()
+    if len(geoms) == 0:
+        raise EmptyInputError(f"{path}: band {band_index} has no valid pixel (all nodata or NaN); nothing written")
+    if simplify > 0:
+        geoms = georef.to_measure(add_shared_vertices(geoms))
+        geoms = shapely.coverage_simplify(geoms, simplify, simplify_boundary=True)
+    else:
+        geoms = georef.to_measure(geoms)
+    columns: dict[str, np.ndarray] = {"class": classes.astype(np.int32)}
+    if classifier.edges is not None:
+        columns["value_min"], columns["value_max"] = classifier.intervals(classes)
+    columns["mean"] = sums / counts
+    columns["area"] = shapely.area(geoms)
+    columns["n_pixels"] = counts
+    return _frame(columns, georef.to_output(geoms), georef, layer_kind="polygons")
+
+
+# --------------------------------------------------------------------------- lines
+
+
+def _skeleton_graph(skeleton: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
+    """Node degrees and the neighbour presence per direction, for an 8-connected skeleton.
+
+    A diagonal step is dropped where the two pixels share a 4-neighbour on the skeleton: the
+    path through that neighbour already connects them, and keeping both would turn every
+    staircase corner into a false junction.
+    """
+    padded = np.pad(skeleton, 1)
+    rows, cols = skeleton.shape
+
+    def shifted(dr: int, dc: int) -> np.ndarray:
+        return padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols]
+
+    step = {(dr, dc): shifted(dr, dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))}
+    for dr, dc in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
+        step[(dr, dc)] = shifted(dr, dc) & ~shifted(dr, 0) & ~shifted(0, dc)
+    degree = np.zeros(skeleton.shape, dtype=np.uint8)
+    for present in step.values():
+        degree += present
+    degree[~skeleton] = 0
+    return degree, step
+
+
+def _trace_strip(skeleton: np.ndarray, *, top: int, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Trace the skeleton edges owned by rows [row0, row1) into pixel paths.
+
+    An edge belongs to the strip of its upper pixel (the left one when level), so pieces of
+    neighbouring strips meet in a shared pixel of the seam row, where line_merge joins them.
+    Lines split at junctions (more than two neighbours) and ends. Returns vertex coordinates
+    (pixel centres, pixel space) and the path index of each vertex.
+    """
+    degree, step = _skeleton_graph(skeleton)
+    width = skeleton.shape[1]
+    first, stop_row = row0 - top, min(row1 + 1, top + skeleton.shape[0]) - top
+    node_rows, node_cols = np.nonzero(skeleton[first:stop_row])
+    node_rows += first
+    linear = node_rows.astype(np.int64) * width + node_cols
+    owned = node_rows < row1 - top
+    u_parts, v_parts = [], []
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        has = owned & step[(dr, dc)][node_rows, node_cols]
+        source = np.flatnonzero(has)
+        u_parts.append(source)
+        v_parts.append(np.searchsorted(linear, linear[source] + dr * width + dc))
+    u, v = np.concatenate(u_parts), np.concatenate(v_parts)
+    if len(u) == 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    n_nodes = len(linear)
+    owned_degree = np.bincount(u, minlength=n_nodes) + np.bincount(v, minlength=n_nodes)
+    stop = (owned_degree != 2) | (degree[node_rows, node_cols] != 2)
+    # Adjacency lists over owned edges (CSR).
+    ends = np.concatenate([u, v])
+    others = np.concatenate([v, u])
+    edge_ids = np.concatenate([np.arange(len(u)), np.arange(len(u))])
+    order = np.argsort(ends, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(ends, minlength=n_nodes))]).tolist()
+    nbr, eid = others[order].tolist(), edge_ids[order].tolist()
+    is_stop = stop.tolist()
+    used = bytearray(len(u))
+    paths: list[list[int]] = []
+
+    def walk(start: int, k: int) -> list[int]:
+        # Follow degree-2 nodes from `start` along adjacency slot k until a stop node (or back to start).
+        used[eid[k]] = 1
+        path, cur = [start], nbr[k]
+        while not is_stop[cur] and cur != start:
+            path.append(cur)
+            a = indptr[cur]
+            k = a if not used[eid[a]] else a + 1
+            used[eid[k]] = 1
+            cur = nbr[k]
+        path.append(cur)
+        return path
+
+    # Python loop: tracing is sequential by nature; it costs about a microsecond per skeleton pixel.
+    for s in np.flatnonzero(stop & (owned_degree > 0)).tolist():
+        for k in range(indptr[s], indptr[s + 1]):
+            if not used[eid[k]]:
+                paths.append(walk(s, k))
+    for e in range(len(u)):  # closed loops with no stop node
+        if not used[e]:
+            start = int(u[e])
+            k = indptr[start] if eid[indptr[start]] == e else indptr[start] + 1
+            paths.append(walk(start, k))
+    flat = np.fromiter((i for p in paths for i in p), dtype=np.int64)
+    index = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
+    xy = np.stack([node_cols[flat] + 0.5, node_rows[flat] + top + 0.5], axis=-1).astype("float64")
+    return xy, index
+
+
+def vectorize_lines(
+    path: str | Path,
+    *,
+    band: int | str = 1,
+    threshold: float = 0.5,
+    min_length: float = 0.0,
+    simplify: float = 0.0,
+    strip_rows: int = STRIP_ROWS,
+    progress: Progress | None = None,
+) -> "gpd.GeoDataFrame":
+    """Centre lines of a mask (pixels >= threshold): skeletonized, traced, split at junctions.
+
+    Vertices sit at pixel centres; ``min_length`` and ``simplify`` are in map units (metres for
+    GCP scenes). The skeleton cuts the corner pixel of a 1-pixel L (a diagonal step).
+    """
+    from skimage.morphology import skeletonize
+
+    path = Path(path)
+    if not math.isfinite(threshold):
+        raise ConfigError(f"--threshold {threshold} is not a finite number")
+    if min_length < 0 or simplify < 0:
+        raise ConfigError("--min-length and --simplify must not be negative")
+    if strip_rows < 1:
+        raise ConfigError("strip_rows must be at least 1")
+    xy_parts, index_parts, n_paths = [], [], 0
+    any_pixel = False
+    with open_raster(path) as dataset:
+        band_index = _band_index(dataset, band, path)
+        georef = _Georef(grid_of(dataset))
+        height = dataset.height
+        for row0 in range(0, height, strip_rows):
+            row1 = min(height, row0 + strip_rows)
+            top, bottom = max(0, row0 - LINE_HALO), min(height, row1 + LINE_HALO)
+            values, valid = _read(dataset, band_index, top, bottom)
+            mask = valid & (values >= threshold)
+            any_pixel = any_pixel or bool(mask[row0 - top : row1 - top].any())
+            xy, index = _trace_strip(skeletonize(mask), top=top, row0=row0, row1=row1)
+            xy_parts.append(xy)
+            index_parts.append(index + n_paths)
+            n_paths += int(index.max()) + 1 if len(index) else 0
+            if progress:
+                progress(row1 / height)
+    if not any_pixel:
+        raise EmptyInputError(f"{path}: no pixel at or above threshold {threshold} in band {band_index}; nothing written")
+    if n_paths == 0:
+        raise EmptyInputError(f"{path}: the mask has only isolated pixels, no line to trace; nothing written")
+    pieces = shapely.linestrings(np.concatenate(xy_parts), indices=np.concatenate(index_parts))
+    # Pieces cut by a seam share the seam pixel as an end; merging happens only where exactly two ends meet.
+    lines = shapely.get_parts(shapely.line_merge(shapely.MultiLineString(list(pieces))))
+    lines = georef.to_measure(lines)
+    if simplify > 0:
+        lines = shapely.simplify(lines, simplify, preserve_topology=True)
+    lengths = shapely.length(lines)
+    keep = lengths >= min_length
+    if not keep.any():
+        raise EmptyInputError(
+            f"{path}: all {len(lines)} lines are shorter than --min-length {min_length}; nothing written"
+        )
+    return _frame({"length": lengths[keep]}, georef.to_output(lines[keep]), georef, layer_kind="lines")
+
+
+def describe_georeference(frame: "gpd.GeoDataFrame") -> str:
+    """One phrase for the CLI's summary: where the coordinates come from."""
+    kind = frame.attrs.get("georeference", "crs")
+    if kind == "gcps":
+        return "EPSG:4326 (moved through the raster's tie points)"
+    if kind == "none" or frame.crs is None:
+        return "pixel coordinates, no CRS"
+    return frame.crs.to_string()
+

@@ -1,0 +1,160 @@
+"""Tests for icetools.checkpoint: round trips, the on-disk format and every refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from icetools.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, read_config, save_model_dir
+from icetools.errors import ConfigError, InputFileError
+from icetools.models import MODEL_NAMES, model_spec
+
+from test_models import sample_input, small_model
+
+
+def trained_looking(name: str, **extra: object) -> torch.nn.Module:
+    """A small model whose BatchNorm running statistics are no longer the defaults."""
+    model = small_model(name, **extra).train()
+    with torch.no_grad():
+        model(sample_input(model, batch=2, height=32, width=32))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_round_trip_gives_identical_outputs(tmp_path: Path, name: str) -> None:
+    model = trained_looking(name)
+    save_model_dir(tmp_path / "model", model, {"task": "sic"})
+    loaded, config = load_model_dir(tmp_path / "model")
+    assert not loaded.training
+    x = sample_input(model, batch=2, height=32, width=48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    on_disk = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
+    assert on_disk == config
+    assert on_disk["model"] == model_spec(model)
+    assert on_disk["model"]["name"] == name
+    assert on_disk["task"] == "sic"
+
+
+def test_directory_holds_exactly_the_two_files(tmp_path: Path) -> None:
+    directory = tmp_path / "a" / "b"
+    save_model_dir(directory, small_model("unet"), {})
+    assert sorted(p.name for p in directory.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    save_model_dir(directory, small_model("unet"), {})  # overwriting leaves no temporaries either
+    assert sorted(p.name for p in directory.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+
+
+def test_weights_file_is_safetensors_not_pickle(tmp_path: Path) -> None:
+    model = small_model("unet")
+    save_model_dir(tmp_path, model, {})
+    raw = (tmp_path / WEIGHTS_FILE).read_bytes()
+    (header_length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_length])
+    assert raw[:1] != b"\x80" and raw[:2] != b"PK"  # neither a pickle nor torch's zip format
+    state = model.state_dict()
+    assert set(header) - {"__metadata__"} == set(state)
+    key = "head.weight"
+    assert header[key]["shape"] == list(state[key].shape)
+    assert header[key]["dtype"] == "F32"
+
+
+def test_config_is_indented_json_and_callers_dict_is_untouched(tmp_path: Path) -> None:
+    config = {"bands": ["HH", "HV"], "mean": np.array([1.5, -2.0]), "threshold": np.float32(0.25)}
+    save_model_dir(tmp_path, small_model("unet"), config)
+    text = (tmp_path / CONFIG_FILE).read_text()
+    assert text.startswith('{\n  "')
+    loaded = read_config(tmp_path)
+    assert loaded["mean"] == [1.5, -2.0] and loaded["threshold"] == 0.25
+    assert "model" not in config
+
+
+def test_unserialisable_config_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="JSON"):
+        save_model_dir(tmp_path / "m", small_model("unet"), {"threshold": float("nan")})
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_given_model_entry_must_match_the_model(tmp_path: Path) -> None:
+    model = small_model("unet")
+    # Defaults may be left out: it still describes the same network.
+    partial = {"name": "unet", "args": {"in_channels": 2, "widths": [2, 4, 4, 8]}}
+    save_model_dir(tmp_path / "ok", model, {"model": partial})
+    assert read_config(tmp_path / "ok")["model"]["args"] == {"in_channels": 2, "widths": [2, 4, 4, 8]}
+    with pytest.raises(ConfigError, match="does not describe the model"):
+        save_model_dir(tmp_path / "bad", model, {"model": {"name": "unet", "args": {"in_channels": 2}}})
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
+    save_model_dir(tmp_path / "unet", small_model("unet"), {})
+    save_model_dir(tmp_path / "wider", small_model("unet", widths=[4, 4, 8, 8]), {})
+    save_model_dir(tmp_path / "linknet", small_model("linknet"), {})
+    shutil.copy(tmp_path / "wider" / WEIGHTS_FILE, tmp_path / "unet" / WEIGHTS_FILE)
+    with pytest.raises(ConfigError, match="do not match the 'unet' architecture.*another shape") as info:
+        load_model_dir(tmp_path / "unet")
+    assert "\n" not in str(info.value)
+    shutil.copy(tmp_path / "linknet" / WEIGHTS_FILE, tmp_path / "unet" / WEIGHTS_FILE)
+    with pytest.raises(ConfigError, match="missing.*unexpected"):
+        load_model_dir(tmp_path / "unet")
+
+
+def test_missing_directory_and_files(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="nowhere"):
+        load_model_dir(tmp_path / "nowhere")
+    with pytest.raises(InputFileError, match="nowhere"):
+        read_config(tmp_path / "nowhere")
+    save_model_dir(tmp_path / "m", small_model("unet"), {})
+    (tmp_path / "m" / WEIGHTS_FILE).unlink()
+    with pytest.raises(InputFileError, match=WEIGHTS_FILE):
+        load_model_dir(tmp_path / "m")
+    (tmp_path / "m" / CONFIG_FILE).unlink()
+    with pytest.raises(InputFileError, match=CONFIG_FILE):
+        load_model_dir(tmp_path / "m")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputFileError, match="not a folder"):
+        load_model_dir(tmp_path / "file")
+
+
+def test_bad_config_contents(tmp_path: Path) -> None:
+    save_model_dir(tmp_path, small_model("unet"), {})
+    config_path = tmp_path / CONFIG_FILE
+    config_path.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_model_dir(tmp_path)
+    config_path.write_text(json.dumps({"model": {"name": "resnet999", "args": {}}}))
+    with pytest.raises(ConfigError, match="unknown model 'resnet999'.*unet"):
+        load_model_dir(tmp_path)
+    config_path.write_text(json.dumps({"task": "sic"}))
+    with pytest.raises(ConfigError, match='"model"'):
+        read_config(tmp_path)
+    config_path.write_text(json.dumps({"model": {"name": "unet", "args": {"in_channels": 2, "widths": 3}}}))
+    with pytest.raises(ConfigError, match="config.json.*'widths'"):
+        load_model_dir(tmp_path)
+
+
+def test_corrupt_weights_file_is_an_input_file_error(tmp_path: Path) -> None:
+    save_model_dir(tmp_path, small_model("unet"), {})
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
+    with pytest.raises(InputFileError, match=WEIGHTS_FILE):
+        load_model_dir(tmp_path)
+
+
+def test_fctl_loads_after_its_encoder_weights_file_is_gone(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    source = small_model("fctl")
+    vgg = tmp_path / "vgg.safetensors"
+    save_file({k: v.contiguous() for k, v in source.encoder.state_dict().items()}, str(vgg))
+    model = trained_looking("fctl", encoder_weights=str(vgg))
+    save_model_dir(tmp_path / "m", model, {})
+    vgg.unlink()
+    loaded, config = load_model_dir(tmp_path / "m")
+    assert config["model"]["args"]["encoder_weights"] == str(vgg)  # provenance kept
+    x = sample_input(model, batch=1, height=32, width=32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
