@@ -2,14 +2,13 @@
 
 The raster is generated strip by strip (never whole in memory): a blobby field made of three
 octaves of bilinearly upsampled noise, cut into five classes, with a nodata "land" disc. Each
-vectorization runs in a fresh subprocess so its peak resident memory can be read from
-getrusage(RUSAGE_CHILDREN) without the generator's memory mixed in.
+vectorization runs in a fresh subprocess so its own peak resident memory (getrusage
+ru_maxrss) is measured without the generator's memory mixed in.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,14 @@ OCTAVES = ((400.0, 1.0), (60.0, 0.35), (8.0, 0.12))  # (cell size in pixels, amp
 CLASS_EDGES = np.array([-0.55, -0.2, 0.2, 0.55])
 
 _WORKER = """
-import json, sys, time
+import json, resource, sys, time
 from icetools.vectorize import vectorize_polygons
 kwargs = json.loads(sys.argv[2])
 start = time.perf_counter()
 frame = vectorize_polygons(sys.argv[1], **kwargs)
 print(json.dumps({"seconds": time.perf_counter() - start, "features": len(frame),
-                  "max_holes": int(frame.geometry.interiors.map(len).max())}))
+                  "max_holes": int(frame.geometry.interiors.map(len).max()),
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -76,15 +76,11 @@ def write_blob_raster(path: Path, size: int, *, seed: int = 0) -> Path:
 
 
 def _measure(path: Path, **kwargs: object) -> dict:
-    """Vectorize in a child process; its time, feature count and peak RSS (MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Vectorize in a child process; its time, feature count and peak RSS (MB, ru_maxrss is KiB on Linux)."""
     done = subprocess.run(
         [sys.executable, "-c", _WORKER, str(path), json.dumps(kwargs)], capture_output=True, text=True, check=True
     )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result["peak_mb"] = max(peak_kb, before) / 1024  # ru_maxrss is in KiB on Linux
-    return result
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(size: int = 10_000) -> list[tuple[str, str]]:

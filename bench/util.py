@@ -8,8 +8,11 @@ import sys
 import textwrap
 
 _EPILOGUE = """
-import json as _json, resource as _resource
-result["peak_rss_mb"] = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024
+import json as _json
+# VmHWM belongs to this process image (ru_maxrss would carry the parent's peak over the fork).
+with open("/proc/self/status") as _status:
+    _hwm = next(line for line in _status if line.startswith("VmHWM:"))
+result["peak_rss_mb"] = int(_hwm.split()[1]) / 1024
 print(_json.dumps(result))
 """
 

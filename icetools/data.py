@@ -17,6 +17,7 @@ one group: the regional loss then sees more of each polygon than one patch shows
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -44,6 +45,11 @@ Sample = dict[str, Any]
 Batch = dict[str, torch.Tensor]
 
 
+def labels_path(value: object) -> str:
+    """A row's labels path; "" (the scene's own chart) for empty or missing values (NaN, None)."""
+    return value if isinstance(value, str) else ""
+
+
 def split_rows(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     """The rows of one split, in file order; ConfigError for an unknown split name."""
     if split not in ("train", "val", "test"):
@@ -63,12 +69,12 @@ class _SceneCache:
             self._scenes[path] = open_scene(path)
         return self._scenes[path]
 
-    def labels(self, scene_path: str, labels_path: str) -> LabelReader:
+    def labels(self, scene_path: str, label_file: str) -> LabelReader:
         from icetools.sampling import open_labels  # the one place that knows the label file formats
 
-        key = (scene_path, labels_path)
+        key = (scene_path, label_file)
         if key not in self._labels:
-            self._labels[key] = open_labels(self.scene(scene_path), labels_path or None)
+            self._labels[key] = open_labels(self.scene(scene_path), label_file or None)
         return self._labels[key]
 
     def __getstate__(self) -> dict:
@@ -139,7 +145,7 @@ class PatchDataset(Dataset):
         self.seed = seed
         # Plain tuples: cheap to pickle into workers, no pandas on the hot path.
         self.records = [
-            (str(r.scene), str(r.labels or ""), int(r.row_off), int(r.col_off), int(r.size))
+            (str(r.scene), labels_path(r.labels), int(r.row_off), int(r.col_off), int(r.size))
             for r in rows.itertuples(index=False)
         ]
         scenes = sorted({record[0] for record in self.records})
@@ -162,8 +168,7 @@ class PatchDataset(Dataset):
         return Window(col, row, size, size)
 
     def _fallback_rng(self) -> np.random.Generator:
-        import os
-
+        """For items without a seed (plain indices): a generator per process, seeded per worker."""
         if self._rng is None or self._rng_pid != os.getpid():
             self._rng = np.random.default_rng([self.seed, torch.initial_seed() % 2**32, os.getpid()])
             self._rng_pid = os.getpid()
@@ -171,9 +176,9 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         index, augment_seed = item if isinstance(item, tuple) else (item, None)
-        scene_path, labels_path, *_ = self.records[index]
+        scene_path, label_file, *_ = self.records[index]
         scene = self._cache.scene(scene_path)
-        labels = self._cache.labels(scene_path, labels_path)
+        labels = self._cache.labels(scene_path, label_file)
         window = self.window(index)
 
         if self.is_context:
@@ -380,7 +385,7 @@ def make_loader(
 
 def label_class_names(frame: pd.DataFrame) -> list[str] | None:
     """Class names from the ``class_names`` tag of the labels rasters (the first that has one)."""
-    for path in dict.fromkeys(str(p) for p in frame["labels"] if p):
+    for path in dict.fromkeys(labels_path(p) for p in frame["labels"] if labels_path(p)):
         scene = open_scene(path)
         try:
             tags = getattr(scene, "tags", {}) or {}
@@ -397,7 +402,7 @@ def max_class(frame: pd.DataFrame, *, split: str = "train") -> int:
     cache = _SceneCache()
     largest = -1
     for record in rows.itertuples(index=False):
-        reader = cache.labels(str(record.scene), str(record.labels or ""))
+        reader = cache.labels(str(record.scene), labels_path(record.labels))
         window = Window(int(record.col_off), int(record.row_off), int(record.size), int(record.size))
         label = reader.read(window)[0]
         label = label[np.isfinite(label) & (label < CLASS_NODATA)]

@@ -286,8 +286,8 @@ def _evaluate_sic(
 
 
 def _resolve_threshold(pred: Scene, band: str, threshold: float | None) -> float | None:
-    """None for a 0/1 line mask; else --threshold, the model's tag, or 0.5."""
-    if band.lower() != "probability":
+    """None for a 0/1 'line' mask; else --threshold, the raster's ``threshold`` tag, or 0.5."""
+    if band.lower() == "line":
         if threshold is not None:
             raise ConfigError(
                 f"--threshold applies to a 'probability' band, but {pred.path.name} holds the 0/1 mask "
@@ -377,6 +377,7 @@ def _evaluate_binary(
     return {
         "n_pixels": int(n_pixels),
         "bands": {"prediction": band, "truth": truth_band},
+        "threshold": threshold,
         "pixel_size_m": pixel_size,
         "empty_masks": empty,
         "metrics": metrics,
@@ -471,7 +472,7 @@ def evaluate(
     progress: Progress | None = None,
     strip_rows: int = STRIP_ROWS,
 ) -> dict[str, Any]:
-    """Scores of ``pred_path`` against ``truth_path`` as a JSON-ready dict (NaN where undefined).
+    """Scores of ``pred_path`` against ``truth_path``: a dict, NaN where undefined (see :func:`json_safe`).
 
     ``task`` overrides what the prediction's band names say; ``threshold`` applies to a
     probability band (default: the raster's ``threshold`` tag, else 0.5); ``tolerance`` (pixels)
@@ -517,7 +518,7 @@ def evaluate(
             "(all nodata/NaN where they overlap): check that they cover the same scene"
         )
     binary = chosen == "binary"
-    return {
+    return {  # the keys every task shares first, then the task's own (bands, pixel size, ...)
         "task": chosen,
         "files": {
             "prediction": str(pred_path),
@@ -527,14 +528,9 @@ def evaluate(
         "n_pixels": report.pop("n_pixels"),
         "metrics": report.pop("metrics"),
         "tolerance": tolerance if binary else None,
-        "threshold": report.get("threshold_used", threshold) if not binary else _threshold_from(report),
+        "threshold": report.pop("threshold", None),
         **report,
     }
-
-
-def _threshold_from(report: dict[str, Any]) -> float | None:
-    """The threshold a binary evaluation applied (None for a 0/1 mask), read from its convention."""
-    return report.get("threshold_used")
 
 
 # --------------------------------------------------------------------------- presenting results

@@ -17,7 +17,11 @@ Why it works this way:
 * **Splits never share a pixel.** The source work cut overlapping patches and then split the patches at
   random, so a test patch shared pixels with training patches and the test score measured memory, not
   generalisation. Here whole scenes, or whole spatial blocks, are given to train/val/test first, and a
-  window is accepted only if every one of its pixels lies in one split's region.
+  window is accepted only if every one of its pixels lies in one split's region. The fractions therefore
+  share out scenes or blocks, not patches; blocks that hold valid pixels are dealt first so that every
+  split gets at least one when there are enough.
+* **Footprints.** In the scenes' CRS when all share one affine CRS; otherwise (GCP scenes, mixed CRSs)
+  in pixel space, x = column and y = row from the scene's top-left corner, with ``attrs["coords"] = "pixel"``.
 """
 
 from __future__ import annotations
@@ -163,10 +167,13 @@ class SceneCells:
         self._fg_sum = _integral(self.foreground)
         self.foreground_cells = np.flatnonzero(self.foreground)
 
-    def window_sum(self, which: str, row: int, col: int, k: int) -> int:
-        """Pixels counted in the k x k cells from cell (row, col): an exact sum, via a summed-area table."""
+    def window_sum(self, which: str, row, col, k: int):
+        """Pixels counted in the k x k cells from cell (row, col): an exact sum, via a summed-area table.
+
+        ``row`` and ``col`` may be integers or arrays of them (all candidate windows at once).
+        """
         s = self._valid_sum if which == "valid" else self._fg_sum
-        return int(s[row + k, col + k] - s[row, col + k] - s[row + k, col] + s[row, col])
+        return s[row + k, col + k] - s[row, col + k] - s[row + k, col] + s[row, col]
 
 
 def _integral(counts: np.ndarray) -> np.ndarray:
@@ -240,7 +247,7 @@ def split_counts(n_items: int, fractions: Sequence[float]) -> np.ndarray:
     """Items per split: largest remainder, then at least one for every split with a share, if enough items."""
     shares = np.asarray(fractions, dtype="float64")
     raw = shares * n_items
-    counts = np.floor(raw + 1e-9).astype(int)
+    counts = np.floor(raw).astype(int)
     order = np.argsort(-(raw - counts), kind="stable")
     for i in order[: n_items - int(counts.sum())]:
         counts[i] += 1
@@ -249,7 +256,9 @@ def split_counts(n_items: int, fractions: Sequence[float]) -> np.ndarray:
     for i in ensured:
         if counts[i] == 0:
             # A donor exists by pigeonhole: n_items >= len(ensured) items sit outside this split.
-            donor = next(j for j in np.argsort(-counts, kind="stable") if counts[j] >= 2 or (counts[j] == 1 and j not in ensured))
+            donor = next(
+                j for j in np.argsort(-counts, kind="stable") if counts[j] >= 2 or (counts[j] == 1 and j not in ensured)
+            )
             counts[donor] -= 1
             counts[i] += 1
     return counts
@@ -261,27 +270,57 @@ def _assign_scene_splits(cells: list[SceneCells], fractions: Sequence[float], rn
         item.split[:] = split
 
 
-def _assign_block_splits(
-    cells: list[SceneCells], fractions: Sequence[float], block_size: int, rng: np.random.Generator
-) -> None:
-    """Blocks with valid pixels are pooled over all scenes and dealt by the fractions, so each split gets one."""
-    from skimage.measure import block_reduce
+def _block_index(n_cells: int, per_block: int) -> np.ndarray:
+    """Block index of each cell along one axis; an edge remnant under half a block joins its neighbour.
 
+    A narrow sliver at the scene's edge could hold hardly any window, so the split dealt to it would be
+    empty in practice.
+    """
+    n_blocks = max(1, math.floor(n_cells / per_block + 0.5))
+    return np.minimum(np.arange(n_cells) // per_block, n_blocks - 1)
+
+
+def _assign_block_splits(
+    cells: list[SceneCells], fractions: Sequence[float], *, block_size: int, size: int, max_invalid: float,
+    rng: np.random.Generator,
+) -> None:
+    """Deal blocks to splits by the fractions, pooled over all scenes.
+
+    Blocks that can hold an acceptable window on their own are dealt first, so every split gets one that
+    it can actually sample from (a block of land would not do).
+    """
     per_block = block_size // CELL
-    block_valid = [block_reduce(item.valid, (per_block, per_block), np.sum) for item in cells]
-    useful = np.concatenate([(b > 0).ravel() for b in block_valid])
+    indices = [(_block_index(c.valid.shape[0], per_block), _block_index(c.valid.shape[1], per_block)) for c in cells]
+    useful = np.concatenate([
+        _blocks_with_a_window(c, rows, cols, size, max_invalid).ravel() for c, (rows, cols) in zip(cells, indices)
+    ])
     dealt = rng.permutation(np.repeat(np.arange(3), split_counts(int(useful.sum()), fractions)))
-    # Blocks without a valid pixel cannot host a window alone, but a window may reach into one.
+    # The other blocks cannot host a window alone, but a window may still reach into one.
     filler = rng.choice(3, size=int((~useful).sum()), p=np.asarray(fractions) / np.sum(fractions))
     flat = np.empty(useful.size, dtype="int8")
     flat[useful] = dealt
     flat[~useful] = filler
     start = 0
-    for item, blocks in zip(cells, block_valid):
-        assignment = flat[start : start + blocks.size].reshape(blocks.shape)
-        start += blocks.size
-        expanded = np.repeat(np.repeat(assignment, per_block, axis=0), per_block, axis=1)
-        item.split[:] = expanded[: item.split.shape[0], : item.split.shape[1]]
+    for item, (rows, cols) in zip(cells, indices):
+        shape = (int(rows[-1]) + 1, int(cols[-1]) + 1)
+        assignment = flat[start : start + shape[0] * shape[1]].reshape(shape)
+        start += shape[0] * shape[1]
+        item.split[:] = assignment[np.ix_(rows, cols)]
+
+
+def _blocks_with_a_window(
+    item: SceneCells, block_rows: np.ndarray, block_cols: np.ndarray, size: int, max_invalid: float
+) -> np.ndarray:
+    """Which blocks contain a whole cell-aligned window that is valid enough (exact cell sums, vectorised)."""
+    k = size // CELL
+    last_row, last_col = (item.grid.height - size) // CELL, (item.grid.width - size) // CELL
+    rows, cols = np.mgrid[: last_row + 1, : last_col + 1]
+    valid = item.window_sum("valid", rows, cols, k)
+    ok = valid >= (1.0 - max_invalid) * size * size - 1e-6
+    ok &= (block_rows[rows] == block_rows[rows + k - 1]) & (block_cols[cols] == block_cols[cols + k - 1])
+    useful = np.zeros((int(block_rows[-1]) + 1, int(block_cols[-1]) + 1), dtype=bool)
+    useful[block_rows[rows[ok]], block_cols[cols[ok]]] = True
+    return useful
 
 
 # --- sampling -----------------------------------------------------------------------------------------
@@ -324,8 +363,9 @@ def _check_options(
         )
     shares = tuple(float(f) for f in fractions)
     if len(shares) != 3 or any(f < 0 or not math.isfinite(f) for f in shares) or abs(sum(shares) - 1) > 1e-6:
-        raise ConfigError(f"--fractions {','.join(map(str, fractions))}: give three shares (train,val,test) summing to 1")
-    return max_empty, block_size, shares  # type: ignore[return-value]
+        given = ",".join(map(str, fractions))
+        raise ConfigError(f"--fractions {given}: give three shares (train,val,test) that sum to 1")
+    return max_empty, block_size, (shares[0], shares[1], shares[2])
 
 
 def sample_patches(
@@ -354,6 +394,11 @@ def sample_patches(
     labels = list(labels) if labels is not None else [None] * len(scenes)
     if len(labels) != len(scenes):
         raise ConfigError(f"{len(labels)} labels for {len(scenes)} scenes: give one labels file per scene, in order")
+    resolved = [Path(s).resolve() for s in scenes]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            # Its two copies could land in different splits and share every pixel.
+            raise ConfigError(f"{scenes[i]} is given twice: give each scene once")
     max_empty, block_size, shares = _check_options(
         size=size, n=n, min_unseen=min_unseen, max_empty=max_empty, max_invalid=max_invalid,
         max_rejects=max_rejects, split_by=split_by, block_size=block_size, fractions=fractions,
@@ -382,7 +427,7 @@ def sample_patches(
     if used_split == "scene":
         _assign_scene_splits(cells, shares, rng)
     else:
-        _assign_block_splits(cells, shares, block_size, rng)
+        _assign_block_splits(cells, shares, block_size=block_size, size=size, max_invalid=max_invalid, rng=rng)
 
     accepted, stats = _draw(
         cells, rng, size=size, n=n, min_unseen=min_unseen, max_empty=max_empty, max_invalid=max_invalid,
@@ -409,7 +454,7 @@ def _draw(
     choose = weights / weights.sum()
     # Last cell offset whose window still lies wholly inside the scene.
     last = [((c.grid.height - size) // CELL, (c.grid.width - size) // CELL) for c in cells]
-    jitter = max(k // 4, 0)
+    jitter = k // 4
     accepted: list[_Accepted] = []
     rejected = {"split": 0, "invalid": 0, "seen": 0, "empty": 0}
     empty_taken = candidates = in_a_row = 0
@@ -454,10 +499,10 @@ def _judge(
     empty_allowed: bool,
 ) -> tuple[str | None, dict]:
     """Why a window is rejected (None if it is accepted), and its statistics."""
-    valid = item.window_sum("valid", row, col, k) / area
+    valid = int(item.window_sum("valid", row, col, k)) / area
     if 1.0 - valid > max_invalid + 1e-12:
         return "invalid", {}
-    foreground = item.window_sum("foreground", row, col, k) / area
+    foreground = int(item.window_sum("foreground", row, col, k)) / area
     if foreground == 0 and not empty_allowed:
         return "empty", {}
     splits = item.split[row : row + k, col : col + k]
@@ -523,7 +568,9 @@ def write_patches(frame: "gpd.GeoDataFrame", path: str | Path, *, overwrite: boo
         f"{METADATA_PREFIX}sampling": json.dumps(attrs.get("sampling", {})),
         f"{METADATA_PREFIX}stats": json.dumps(attrs.get("stats", {})),
     }
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        # Pixel-space footprints have no CRS on purpose; pyogrio would warn about it.
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
         pyogrio.write_dataframe(frame, tmp, layer=LAYER, driver="GPKG", layer_metadata=metadata)
     return path
 

@@ -5,21 +5,22 @@ nor held whole in memory:
 
 * Polygons: each strip is classified (integer classes, ``threshold`` or ``bins``), sieved, labelled
   into connected components and polygonized by GDAL (rasterio.features.shapes). Pieces that touch
-  a strip seam are kept aside with their pixel count and value sum, joined to their same-class
-  neighbours across the seam by connected component, and unioned at the end. Geometry work runs in
-  pixel space, where every vertex is an integer and overlay is exact; coordinates move to map
-  units (or through the tie points to EPSG:4326) last.
+  a strip seam are kept aside with their pixel count and value sum, grouped with their same-class
+  neighbours across the seams by connected component, and joined at the end. Geometry work runs
+  in pixel space, where every vertex is an integer and every edge horizontal or vertical;
+  coordinates move to map units (or through the tie points to EPSG:4326) last.
 * Lines: each strip is thresholded and skeletonized (scikit-image), the skeleton traced into lines
   split at junctions and ends, and pieces cut by a seam joined with shapely.line_merge.
 
 Approximations, both from strip-wise work with a halo of rows:
 
-* The sieve sees each strip with ``halo`` extra rows above and below (halo = the sieve size in
-  pixels, between 64 and 512 rows). A component smaller than the sieve size spans fewer rows than
-  the halo, so whether it is removed is decided exactly. Only when the sieve size exceeds 512
-  pixels can a large component that crosses a seam be cut by the halo's edge, look small, and be
-  sieved away; and the neighbour that absorbs a sieved speck is chosen from the sizes seen inside
-  the window.
+* The sieve sees each strip with a halo of rows above and below: the sieve size in pixels,
+  clamped to 64..512 rows. A component with fewer pixels than the sieve size spans fewer rows, so
+  it lies whole in the window and is removed exactly as by a whole-raster sieve; a larger one that
+  runs out of the window shows more pixels than the halo has rows, so it is kept. Only when the
+  sieve size exceeds 512 pixels can a component that crosses a seam and reaches beyond the halo
+  look small and be sieved away wrongly. The neighbour that absorbs a sieved speck is chosen by
+  GDAL from the neighbour sizes seen inside the window.
 * The skeleton of a strip is computed with LINE_HALO rows of context, enough for lines a few tens
   of pixels thick; thicker blobs may get a slightly different skeleton near a seam.
 """
@@ -213,33 +214,111 @@ def _read(dataset: "rasterio.io.DatasetReader", band: int, row0: int, row1: int)
 # --------------------------------------------------------------------------- polygons
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting: numpy 2.4's hash-based np.unique is ~70x slower on millions of int64."""
+    ordered = np.sort(values, kind="stable")
+    if len(ordered) == 0:
+        return ordered
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+
+
+def _shapes_to_polygons(labels: np.ndarray, *, connectivity: int, row0: int) -> tuple[np.ndarray, np.ndarray]:
+    """GDAL's polygons of a label strip, in pixel space, with the label each one carries.
+
+    Building the geometries from one flat coordinate array is several times faster than
+    shapely.geometry.shape per polygon, which converts every vertex in Python.
+    """
+    from itertools import chain
+
+    from rasterio.features import shapes
+
+    values, ring_counts, vertex_counts, rings = [], [], [], []
+    for geojson, value in shapes(labels, mask=labels > 0, connectivity=connectivity,
+                                 transform=Affine.translation(0, row0)):
+        polygon_rings = geojson["coordinates"]
+        values.append(value)
+        ring_counts.append(len(polygon_rings))
+        vertex_counts.extend(len(ring) for ring in polygon_rings)
+        rings.extend(polygon_rings)
+    if not values:
+        return np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64)
+    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), dtype="float64",
+                         count=2 * sum(vertex_counts)).reshape(-1, 2)
+    offsets = (np.concatenate([[0], np.cumsum(vertex_counts)]), np.concatenate([[0], np.cumsum(ring_counts)]))
+    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
+    return geoms, np.asarray(values).astype(np.int64)
+
+
+def _union_groups(geoms: np.ndarray, group: np.ndarray, n_groups: int, *, exact: bool) -> np.ndarray:
+    """One geometry per group: the union of its members (pixel space, integer vertices).
+
+    ``exact`` uses the overlay (shapely.union_all): robust for any input, but slow on an
+    open-water polygon with thousands of holes. Otherwise the members must be the 4-connected
+    seam pieces of one component: a hole of a piece lies inside its strip, away from the seams,
+    so it is a hole of the union as it stands. Only the hole-free shells are joined, by a
+    coverage union (after add_shared_vertices, shared edges simply cancel: no overlay), and the
+    pieces' holes are put back.
+    """
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(n_groups + 1))
+    sizes = np.diff(starts)
+    out = np.empty(n_groups, dtype=object)
+    single = sizes == 1
+    out[single] = geoms[order[starts[:-1][single]]]
+    multi = np.flatnonzero(~single)
+    if len(multi) == 0:
+        return out
+    members = np.concatenate([order[starts[k] : starts[k + 1]] for k in multi])
+    bounds = np.concatenate([[0], np.cumsum(sizes[multi])])
+    if exact:
+        for i, k in enumerate(multi):
+            out[k] = shapely.union_all(geoms[members[bounds[i] : bounds[i + 1]]])
+        return out
+    rings, owner = shapely.get_rings(geoms[members], return_index=True)
+    is_shell = np.concatenate([[True], owner[1:] != owner[:-1]])
+    shells = add_shared_vertices(shapely.polygons(rings[is_shell]))
+    hole_owner = owner[~is_shell]
+    holes = rings[~is_shell]
+    hole_bounds = np.searchsorted(hole_owner, bounds)
+    for i, k in enumerate(multi):
+        joined = shapely.coverage_union_all(shells[bounds[i] : bounds[i + 1]])
+        kept = holes[hole_bounds[i] : hole_bounds[i + 1]]
+        if joined.geom_type != "Polygon":  # not expected for 4-connected pieces; stay correct anyway
+            out[k] = shapely.union_all(geoms[members[bounds[i] : bounds[i + 1]]])
+        elif len(kept):
+            out[k] = shapely.Polygon(joined.exterior, [*joined.interiors, *kept])
+        else:
+            out[k] = joined
+    return out
+
+
 class _PolygonPieces:
     """Polygons found strip by strip; pieces on a seam wait to be joined with their neighbours."""
 
     def __init__(self, connectivity: int):
         self.connectivity = connectivity
-        self.done: dict[str, list] = {"geom": [], "cls": [], "sum": [], "count": []}
-        self.open: dict[str, list] = {"geom": [], "cls": [], "sum": [], "count": [], "gid": []}
+        self.done: dict[str, list[np.ndarray]] = {"geom": [], "cls": [], "sum": [], "count": []}
+        self.open: dict[str, list[np.ndarray]] = {"geom": [], "cls": [], "sum": [], "count": [], "gid": []}
         self.pairs: list[np.ndarray] = []
         self.offset = 0
         self.last_row: tuple[np.ndarray, np.ndarray] | None = None
 
     def add_strip(self, classes: np.ndarray, values: np.ndarray, *, row0: int, last: bool) -> None:
-        from rasterio.features import shapes
         from skimage.measure import label
 
         labels = label(classes, background=NODATA_CLASS, connectivity=1 if self.connectivity == 4 else 2)
-        count_labels = int(labels.max())
-        if count_labels >= np.iinfo(np.int32).max:
+        n_labels = int(labels.max())
+        if n_labels >= np.iinfo(np.int32).max:
             raise DataError("a strip has more than 2^31 regions: lower strip_rows")
+        # rasterio.features.shapes takes int32 at most; label gives int64.
         labels = labels.astype(np.int32)
         flat = labels.ravel()
-        counts = np.bincount(flat, minlength=count_labels + 1)
+        counts = np.bincount(flat, minlength=n_labels + 1)
         weights = np.where(labels > 0, values, 0).astype("float64", copy=False).ravel()
-        sums = np.bincount(flat, weights=weights, minlength=count_labels + 1)
-        label_class = np.zeros(count_labels + 1, dtype=np.int64)
+        sums = np.bincount(flat, weights=weights, minlength=n_labels + 1)
+        label_class = np.zeros(n_labels + 1, dtype=np.int64)
         label_class[flat] = classes.ravel()
-        on_seam = np.zeros(count_labels + 1, dtype=bool)
+        on_seam = np.zeros(n_labels + 1, dtype=bool)
         if row0 > 0:
             on_seam[labels[0]] = True
         if not last:
@@ -247,21 +326,23 @@ class _PolygonPieces:
         on_seam[0] = False
         self._pair_across_seam(labels, classes, row0=row0)
 
-        geoms_by_label: dict[int, list] = {}
-        for geojson, value in shapes(labels, mask=labels > 0, connectivity=self.connectivity,
-                                     transform=Affine.translation(0, row0)):
-            geoms_by_label.setdefault(int(value), []).append(shapely.geometry.shape(geojson))
-        for lab, parts in geoms_by_label.items():
-            geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-            target = self.open if on_seam[lab] else self.done
-            target["geom"].append(geom)
-            target["cls"].append(int(label_class[lab]))
-            target["sum"].append(float(sums[lab]))
-            target["count"].append(int(counts[lab]))
-            if on_seam[lab]:
-                target["gid"].append(self.offset + lab)
+        geoms, geom_labels = _shapes_to_polygons(labels, connectivity=self.connectivity, row0=row0)
+        order = np.argsort(geom_labels, kind="stable")
+        geoms, geom_labels = geoms[order], geom_labels[order]
+        unique_labels = _sorted_unique(geom_labels)
+        if len(unique_labels) < len(geom_labels):  # a label in several polygons (8-connectivity oddities)
+            group = np.searchsorted(unique_labels, geom_labels)
+            geoms = _union_groups(geoms, group, len(unique_labels), exact=True)
+        for target, chosen in ((self.done, ~on_seam[unique_labels]), (self.open, on_seam[unique_labels])):
+            lab = unique_labels[chosen]
+            target["geom"].append(geoms[chosen])
+            target["cls"].append(label_class[lab])
+            target["sum"].append(sums[lab])
+            target["count"].append(counts[lab])
+            if target is self.open:
+                target["gid"].append(lab + self.offset)
         self.last_row = (np.where(labels[-1] > 0, labels[-1].astype(np.int64) + self.offset, 0), classes[-1].copy())
-        self.offset += count_labels
+        self.offset += n_labels
 
     def _pair_across_seam(self, labels: np.ndarray, classes: np.ndarray, *, row0: int) -> None:
         """Global ids of same-class pieces that touch across the seam above this strip."""
@@ -284,32 +365,30 @@ class _PolygonPieces:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        geoms = list(self.done["geom"])
-        cls, sums, counts = list(self.done["cls"]), list(self.done["sum"]), list(self.done["count"])
-        n_open = len(self.open["gid"])
-        if n_open:
-            gids = np.array(self.open["gid"], dtype=np.int64)
+        def joined(parts: dict[str, list[np.ndarray]], key: str, dtype: str) -> np.ndarray:
+            return np.concatenate(parts[key]).astype(dtype) if parts[key] else np.zeros(0, dtype=dtype)
+
+        geoms, cls = joined(self.done, "geom", "object"), joined(self.done, "cls", "int64")
+        sums, counts = joined(self.done, "sum", "float64"), joined(self.done, "count", "int64")
+        gids = joined(self.open, "gid", "int64")
+        if len(gids):
             order = np.argsort(gids)
             pairs = np.concatenate(self.pairs) if self.pairs else np.zeros((0, 2), dtype=np.int64)
             # Every seam pixel belongs to an open piece, so each id in a pair has a piece.
             i = order[np.searchsorted(gids, pairs[:, 0], sorter=order)]
             j = order[np.searchsorted(gids, pairs[:, 1], sorter=order)]
-            graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n_open, n_open))
+            graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(len(gids), len(gids)))
             n_comp, comp = connected_components(graph, directed=False)
-            open_geoms = np.array(self.open["geom"], dtype=object)
-            comp_sum = np.bincount(comp, weights=np.array(self.open["sum"]), minlength=n_comp)
-            comp_count = np.bincount(comp, weights=np.array(self.open["count"], dtype="float64"), minlength=n_comp)
-            by_comp = np.argsort(comp, kind="stable")
-            starts = np.searchsorted(comp[by_comp], np.arange(n_comp + 1))
-            for k in range(n_comp):
-                members = by_comp[starts[k] : starts[k + 1]]
-                # Pixel-space vertices are integers, so the overlay is exact.
-                geoms.append(open_geoms[members[0]] if len(members) == 1 else shapely.union_all(open_geoms[members]))
-                cls.append(self.open["cls"][members[0]])
-                sums.append(float(comp_sum[k]))
-                counts.append(int(round(comp_count[k])))
-        return (np.array(geoms, dtype=object), np.array(cls, dtype=np.int64), np.array(sums, dtype="float64"),
-                np.array(counts, dtype=np.int64))
+            open_cls = joined(self.open, "cls", "int64")
+            first = np.full(n_comp, len(gids))
+            np.minimum.at(first, comp, np.arange(len(gids)))
+            exact = self.connectivity == 8  # 8-connected pieces may be invalid: keep the robust overlay
+            geoms = np.concatenate([geoms, _union_groups(joined(self.open, "geom", "object"), comp, n_comp, exact=exact)])
+            cls = np.concatenate([cls, open_cls[first]])
+            sums = np.concatenate([sums, np.bincount(comp, weights=joined(self.open, "sum", "float64"), minlength=n_comp)])
+            counts = np.concatenate([counts, np.bincount(comp, weights=joined(self.open, "count", "int64"),
+                                                         minlength=n_comp).round().astype(np.int64)])
+        return geoms, cls, sums, counts
 
 
 def _sieve_size(min_area: float, min_area_px: int, pixel_area: float) -> int:
@@ -342,14 +421,15 @@ def add_shared_vertices(geoms: np.ndarray) -> np.ndarray:
     xi = np.rint(coords[:, 0] - x0).astype(np.int64)
     yi = np.rint(coords[:, 1] - y0).astype(np.int64)
     x_span, y_span = int(xi.max()) + 1, int(yi.max()) + 1
-    h_nodes = np.unique(yi * x_span + xi)  # sorted along rows
-    v_nodes = np.unique(xi * y_span + yi)  # sorted along columns
+    h_nodes = _sorted_unique(yi * x_span + xi)  # sorted along rows
+    v_nodes = _sorted_unique(xi * y_span + yi)  # sorted along columns
     n = len(coords)
     starts = np.ones(n, dtype=bool)
     starts[ring_offsets[1:] - 1] = False  # the closing vertex of each ring starts no edge
     nxt = np.minimum(np.arange(n) + 1, n - 1)
-    horizontal = starts & (yi == yi[nxt]) & (xi != xi[nxt])
-    vertical = starts & (xi == xi[nxt]) & (yi != yi[nxt])
+    # Edges one pixel long (most of a staircase) cannot hold a vertex inside: skip their searches.
+    horizontal = starts & (yi == yi[nxt]) & (np.abs(xi - xi[nxt]) > 1)
+    vertical = starts & (xi == xi[nxt]) & (np.abs(yi - yi[nxt]) > 1)
     lo = np.zeros(n, dtype=np.int64)
     hi = np.zeros(n, dtype=np.int64)
     h_key_lo = yi * x_span + np.minimum(xi, xi[nxt])
@@ -610,7 +690,7 @@ def describe_georeference(frame: "gpd.GeoDataFrame") -> str:
     kind = frame.attrs.get("georeference", "crs")
     if kind == "gcps":
         return "EPSG:4326 (moved through the raster's tie points)"
-    if kind == "none" or frame.crs is None:
+    if kind == "none":
         return "pixel coordinates, no CRS"
-    return frame.crs.to_string()
+    return frame.crs.to_string() if frame.crs is not None else "map coordinates, no CRS"
 

@@ -72,7 +72,8 @@ def line_array(height: int, width: int, start: int, stop: int) -> np.ndarray:
 
 
 def write_scene(path: Path, grid: Grid, *, seed: int = 1) -> Path:
-    return write_raster(path, scene_arrays(grid.height, grid.width, seed=seed), grid, nodata=NAN, band_names=["HH", "HV"])
+    data = scene_arrays(grid.height, grid.width, seed=seed)
+    return write_raster(path, data, grid, nodata=NAN, band_names=["HH", "HV"])
 
 
 def write_sic(path: Path, grid: Grid) -> Path:
@@ -91,7 +92,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
         files[f"sic{i}"] = write_sic(root / f"sic{i}.tif", g)
     big = affine_grid(512, 512)
     files["line_scene"] = write_scene(root / "line_scene.tif", big)
-    files["line"] = write_raster(root / "line.tif", line_array(512, 512, 64, 448), big, nodata=None, band_names=["line"])
+    line = line_array(512, 512, 64, 448)
+    files["line"] = write_raster(root / "line.tif", line, big, nodata=None, band_names=["line"])
     files["gcp_scene"] = write_scene(root / "gcp_scene.tif", gcp_grid())
     files["gcp_sic"] = write_sic(root / "gcp_sic.tif", gcp_grid())
     return files
@@ -158,6 +160,18 @@ def test_rare_thin_line_is_found(data):
     assert len(frame) == 20 and with_line >= 20 - 2  # the default cap allows 10 % empty windows
 
 
+def test_class_labels_count_labelled_pixels_as_foreground(tmp_path, data):
+    classes = np.full((SIZE, SIZE), 255, dtype="uint8")  # 255 = unlabelled
+    classes[:, 160:] = 3
+    labels = write_raster(tmp_path / "classes.tif", classes, affine_grid(), nodata=255, band_names=["class"])
+    frame = sample_patches([data["scene"]], [labels], size=64, n=10, max_empty=10, seed=0)
+    valid = np.isfinite(scene_arrays()).all(axis=0)
+    assert set(frame["task"]) == {"multiclass"}
+    for row, col, size, record in windows_of(frame, data["scene"]):
+        labelled = (classes[row : row + size, col : col + size] != 255) & valid[row : row + size, col : col + size]
+        assert record.foreground == pytest.approx(labelled.mean(), abs=1e-12)
+
+
 @pytest.mark.parametrize("size", [8, 100, 250, 0])
 def test_size_must_be_a_multiple_of_16(data, size):
     with pytest.raises(ConfigError, match="multiple of 16"):
@@ -217,6 +231,20 @@ def test_scene_split_with_two_scenes_falls_back_to_blocks(data):
 )
 def test_split_counts_by_hand(n_items, expected):
     assert list(split_counts(n_items, (0.7, 0.15, 0.15))) == expected
+
+
+def test_edge_remnants_under_half_a_block_join_their_neighbour():
+    from icetools.sampling import _block_index
+
+    assert list(_block_index(20, 16)) == [0] * 20  # 4 cells left over: one block
+    assert list(_block_index(25, 16)) == [0] * 16 + [1] * 9  # 9 cells left over: a block of their own
+    assert list(_block_index(5, 16)) == [0] * 5
+
+
+def test_a_scene_given_twice_is_refused(data):
+    """Its two copies could go to different splits and share every pixel."""
+    with pytest.raises(ConfigError, match="given twice"):
+        sample_patches([data["scene"], data["scene"]], [data["sic"], data["sic"]], size=64, n=5)
 
 
 # --- reproducibility ----------------------------------------------------------------------------------
@@ -342,7 +370,7 @@ def test_read_patches_errors(tmp_path):
     with pytest.raises(InputFileError, match="does not exist"):
         read_patches(tmp_path / "missing.gpkg")
     other = tmp_path / "other.gpkg"
-    pyogrio.write_dataframe(gpd.GeoDataFrame({"a": [1]}, geometry=[Point(0, 0)]), other, layer="patches")
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"a": [1]}, geometry=[Point(0, 0)], crs="EPSG:3413"), other, layer="patches")
     with pytest.raises(DataError, match="lacks the columns scene"):
         read_patches(other)
 

@@ -8,6 +8,7 @@ import sys
 import traceback
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -78,7 +79,7 @@ def guarded(func: F) -> F:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written", 130) from None
-        except (typer.Exit, typer.Abort, SystemExit):
+        except (typer.Exit, typer.Abort, SystemExit, click.exceptions.ClickException):
             raise
         except Exception as exc:  # the last net: one line, the traceback only on request
             if STATE["verbosity"] > 0:

@@ -31,11 +31,11 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 @app.command("sample-patches")
 def sample_patches_command(
-    scenes: Annotated[list[Path], typer.Argument(help="Scenes (AI4Arctic netCDF or GeoTIFF).", dir_okay=False)],
+    scenes: Annotated[list[Path], typer.Argument(help="Scenes (AI4Arctic netCDF or GeoTIFF).", dir_okay=False, metavar="SCENE")],
     output: OutPath,
     labels: Annotated[
         Optional[list[Path]],
-        typer.Option("--labels", help="Labels raster per scene, in order (from `icetools rasterize`); "
+        typer.Option("--labels", metavar="LABELS", help="Labels raster per scene, in order (from `icetools rasterize`); "
                      "omit for netCDF scenes that carry their chart."),
     ] = None,
     size: Annotated[int, typer.Option("--size", help="Patch size in pixels, a multiple of 16.")] = 256,
@@ -60,7 +60,9 @@ def sample_patches_command(
         Optional[Path], typer.Option("--export", help="Also write each patch as GeoTIFF chips into this folder.",
                                      file_okay=False)
     ] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the coverage map (PNG).", dir_okay=False)] = None,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Also draw the coverage map (PNG).", dir_okay=False)
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Sample patch windows stochastically and coverage-aware; write their footprints as a GeoPackage."""
@@ -87,11 +89,14 @@ def _run(
     import warnings
 
     from icetools import sampling
+    from icetools.errors import OutputExistsError
     from icetools.io.atomic import check_output
 
     check_output(output, overwrite=overwrite)  # fail before the long pass, not after it
     if plot:
         check_output(plot, overwrite=overwrite)
+    if export and export.is_dir() and any(export.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{export} already holds files: pass --overwrite or choose an empty --export folder")
     with make_progress() as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         tasks: dict[str, int] = {}
@@ -121,24 +126,29 @@ def _run(
 
 def _summary(frame, output: Path) -> None:
     """Patches per split, foreground share, empty windows and why sampling stopped, on stderr."""
-    if STATE["verbosity"] < 0:
-        return
     from rich.table import Table
+
+    from icetools.sampling import SPLITS
 
     stats = frame.attrs.get("stats", {})
     params = frame.attrs.get("sampling", {})
+    shares = dict(zip(SPLITS, params.get("fractions", (1.0, 1.0, 1.0))))
+    missing = [s for s in SPLITS if shares[s] > 0 and not (frame["split"] == s).any()]
+    if len(frame) and missing:
+        warn(f"no {' or '.join(missing)} patches: give more scenes, a smaller --block-size or a larger --n")
+    if STATE["verbosity"] < 0:
+        return
     table = Table(title=f"{output.name}: {len(frame)} patches ({params.get('split_by_used', '?')} split)")
     for column in ("split", "patches", "with foreground", "mean foreground", "empty"):
         table.add_column(column, justify="left" if column == "split" else "right")
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         part = frame[frame["split"] == split]
-        count = len(part)
         with_fg = int((part["foreground"] > 0).sum())
-        mean_fg = f"{part['foreground'].mean():.1%}" if count else "-"
-        table.add_row(split, str(count), str(with_fg), mean_fg, str(count - with_fg))
+        mean_fg = f"{part['foreground'].mean():.1%}" if len(part) else "-"
+        table.add_row(split, str(len(part)), str(with_fg), mean_fg, str(len(part) - with_fg))
     console.print(table)
-    rejected = stats.get("rejected", {})
+    rejected = ", ".join(f"{reason} {count}" for reason, count in stats.get("rejected", {}).items())
     console.print(
-        f"stop: {stats.get('stop_reason', '?')}; {stats.get('candidates', 0)} candidates, rejected: "
-        + ", ".join(f"{k} {v}" for k, v in rejected.items())
+        f"stop: {stats.get('stop_reason', '?')}; {stats.get('candidates', 0)} candidates; rejected: {rejected}",
+        soft_wrap=True,
     )

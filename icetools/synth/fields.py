@@ -108,8 +108,9 @@ class Upsampler:
         row_matrix = interpolation_matrix(rows, self.coarse_shape[0], self.factor)
         col_matrix = self._full_cols if cols is None else interpolation_matrix(cols, self.coarse_shape[1], self.factor)
         used = np.unique(row_matrix.indices)
-        partial = row_matrix[:, used] @ field[used].astype(np.float32)  # (n_rows, coarse_width)
-        return np.ascontiguousarray((col_matrix @ partial.T).T, dtype=np.float32)
+        # Columns first on the few coarse rows involved, then rows: the result comes out row-major.
+        across = col_matrix @ field[used].astype(np.float32).T  # (n_cols, n_used)
+        return np.asarray(row_matrix[:, used] @ np.ascontiguousarray(across.T), dtype=np.float32)
 
     def rows(self, field: np.ndarray, row0: int, row1: int) -> np.ndarray:
         """Full-resolution rows row0..row1-1 (indices beyond the scene are clamped at its edge)."""
@@ -128,12 +129,15 @@ def gamma_speckle(rng: np.random.Generator, shape: tuple[int, ...], looks: float
     return rng.standard_gamma(looks, size=shape, dtype=np.float32) / np.float32(looks)
 
 
+_DB = np.float32(math.log(10.0) / 10.0)
+
+
 def db_to_linear(db: np.ndarray) -> np.ndarray:
-    return np.power(np.float32(10.0), db / np.float32(10.0), dtype=np.float32)
+    return np.exp(np.asarray(db, dtype=np.float32) * _DB)
 
 
 def linear_to_db(power: np.ndarray) -> np.ndarray:
-    return (np.float32(10.0) * np.log10(np.maximum(power, np.float32(1e-12)))).astype(np.float32)
+    return np.log(np.maximum(power, np.float32(1e-12))) / _DB
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -187,22 +191,27 @@ def meander(
     return np.stack([x, y], axis=-1)
 
 
-def burn_strip(
-    shapes: Iterable[tuple[shapely.Geometry, float]],
-    row0: int,
-    n_rows: int,
-    width: int,
-    *,
-    fill: float = 0,
-    dtype: str = "int32",
-    all_touched: bool = False,
-) -> np.ndarray:
-    """Rasterise pixel-space geometries (x = column, y = row) into rows row0..row0+n_rows-1."""
-    strip_box = shapely.box(0, row0, width, row0 + n_rows)
-    pairs = [(g, v) for g, v in shapes if g is not None and not g.is_empty and g.intersects(strip_box)]
-    if not pairs:
-        return np.full((n_rows, width), fill, dtype=dtype)
-    return rasterio.features.rasterize(
-        pairs, out_shape=(n_rows, width), transform=Affine.translation(0, row0), fill=fill, dtype=dtype,
-        all_touched=all_touched,
-    )
+class Burner:
+    """Pixel-space geometries (x = column, y = row) burnt strip by strip into rasters.
+
+    Converts each geometry to GeoJSON once and skips those outside the strip by their bounds, so
+    a chart of hundreds of polygons costs little per strip.
+    """
+
+    def __init__(self, shapes: Iterable[tuple[shapely.Geometry, float]]):
+        pairs = [(g, v) for g, v in shapes if g is not None and not g.is_empty]
+        self._mappings = [shapely.geometry.mapping(g) for g, _ in pairs]
+        self._values = [v for _, v in pairs]
+        self._bounds = shapely.bounds(np.array([g for g, _ in pairs], dtype=object)) if pairs else np.zeros((0, 4))
+
+    def strip(
+        self, row0: int, n_rows: int, width: int, *, fill: float = 0, dtype: str = "int32", all_touched: bool = False
+    ) -> np.ndarray:
+        """Rows row0..row0+n_rows-1 of the burnt raster (later shapes win where shapes overlap)."""
+        hit = np.nonzero((self._bounds[:, 1] <= row0 + n_rows) & (self._bounds[:, 3] >= row0))[0]
+        if hit.size == 0:
+            return np.full((n_rows, width), fill, dtype=dtype)
+        return rasterio.features.rasterize(
+            [(self._mappings[i], self._values[i]) for i in hit], out_shape=(n_rows, width),
+            transform=Affine.translation(0, row0), fill=fill, dtype=dtype, all_touched=all_touched,
+        )
