@@ -113,6 +113,10 @@ class PatchDataset(Dataset):
     An item is an index, or ``(index, augmentation_seed)`` as :class:`SceneBatchSampler` yields
     them: seeding each sample's augmentation from the sampler makes a run reproducible whatever
     the number of workers, and a resumed run continues exactly as an uninterrupted one would.
+
+    ``input_scenes`` maps a scene path to another raster on its grid that supplies the inputs
+    (and their validity) instead: a refiner reads the crude masks of a segmentation model there,
+    while the labels still come through the original scene.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class PatchDataset(Dataset):
         augment: bool = False,
         context_scales: Sequence[float] = (1.0,),
         seed: int = 0,
+        input_scenes: Mapping[str, str] | None = None,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
@@ -143,6 +148,7 @@ class PatchDataset(Dataset):
         self.augment = augment
         self.context_scales = tuple(float(s) for s in context_scales)
         self.seed = seed
+        self.input_scenes = {str(k): str(v) for k, v in (input_scenes or {}).items()}
         # Plain tuples: cheap to pickle into workers, no pandas on the hot path.
         self.records = [
             (str(r.scene), labels_path(r.labels), int(r.row_off), int(r.col_off), int(r.size))
@@ -177,7 +183,7 @@ class PatchDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         index, augment_seed = item if isinstance(item, tuple) else (item, None)
         scene_path, label_file, *_ = self.records[index]
-        scene = self._cache.scene(scene_path)
+        scene = self._cache.scene(self.input_scenes.get(scene_path, scene_path))
         labels = self._cache.labels(scene_path, label_file)
         window = self.window(index)
 

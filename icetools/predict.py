@@ -14,6 +14,7 @@ mosaic (a refinement model) can reuse it unchanged, and tests can drive it with 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -742,27 +743,46 @@ def predict_scene(
     polygons: str | Path | None = None,
     ice_water: bool = False,
     probabilities: bool = False,
+    refiner: Predictor | str | Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Predict a whole scene into ``output`` (and its sibling products); return a summary.
 
-    Every output appears whole or not at all: on any error none of this run's files is left.
+    ``merge="refine"`` runs two passes: the model's overlap-averaged probabilities (the crude
+    mosaic, streamed into a temporary GeoTIFF beside ``output``), then ``refiner`` (a model
+    directory or Predictor trained by ``train --model refiner --from``) over that mosaic with its
+    2x context, merged by overlap averaging again. Every output appears whole or not at all: on
+    any error none of this run's files is left, the temporary mosaic included.
     """
-    if merge == "refine":
-        raise ConfigError("--merge refine needs --refiner REFINER_DIR (a refinement model trained on crude masks)")
     if merge not in MERGES:
         raise ConfigError(f"unknown --merge {merge!r}: use {', '.join(MERGES)}")
+    if merge == "refine" and refiner is None:
+        raise ConfigError("--merge refine needs --refiner REFINER_DIR (a refinement model trained on crude masks)")
+    if merge != "refine" and refiner is not None:
+        raise ConfigError(f"--refiner applies to --merge refine only, not --merge {merge}: drop one of them")
     predictor = model if isinstance(model, Predictor) else make_predictor(model, config or {}, device=device)
-    tile = predictor.patch_size if tile is None else tile
+    refiner_predictor = None
+    if refiner is not None:
+        from icetools.refine import check_pairing
+
+        refiner_predictor = refiner if isinstance(refiner, Predictor) else load_predictor(refiner, predictor.device)
+        check_pairing(predictor, refiner_predictor)
+    if tile is None:
+        tile = predictor.patch_size
+        if tile % TILE_MULTIPLE:
+            raise ConfigError(f"the model's patch_size {tile} is not a multiple of {TILE_MULTIPLE}: pass --tile N")
     check_tiling(tile, overlap)
+    if batch < 1:
+        raise ConfigError(f"--batch {batch} must be at least 1")
     output = Path(output)
     scene = open_scene(scene_path)
     with scene:
         names = scene_inputs(scene, predictor)
-        channels = predictor.out_channels()
+        final = refiner_predictor or predictor  # the model whose probabilities become the products
+        channels = final.out_channels()
         products = plan_products(
-            output, predictor, channels=channels, percent=percent, ice_water=ice_water,
+            output, final, channels=channels, percent=percent, ice_water=ice_water,
             probabilities=probabilities, polygons=polygons is not None,
         )
         polygon_path = sibling(output, "_polygon_sic.tif") if polygons is not None else None
@@ -784,13 +804,22 @@ def predict_scene(
             "tile": str(tile),
             "scene": scene.path.name,
         }
+        if refiner_predictor is not None:
+            tags["refiner"] = refiner_predictor.source or "(in memory)"
         before = {path: _stamp(path) for path in paths}
         try:
-            stats = _predict_products(
-                scene, predictor, names, plan, products, channels=channels, merge=merge, batch=batch, tags=tags,
-                overwrite=overwrite, lock=lock, polygon_source=polygon_source, polygon_means=polygon_means,
-                progress=progress,
-            )
+            if refiner_predictor is not None:
+                stats = _predict_refined(
+                    scene, predictor, refiner_predictor, plan, products, output=output, channels=channels,
+                    batch=batch, tags=tags, overwrite=overwrite, lock=lock, polygon_source=polygon_source,
+                    polygon_means=polygon_means, progress=progress,
+                )
+            else:
+                stats = _predict_products(
+                    scene, predictor, names, plan, products, channels=channels, merge=merge, batch=batch, tags=tags,
+                    overwrite=overwrite, lock=lock, polygon_source=polygon_source, polygon_means=polygon_means,
+                    progress=progress,
+                )
             if polygon_path is not None and polygon_source is not None:
                 _write_polygon_product(
                     polygon_path, products[0], scene.grid, polygon_source, polygon_means, lock=lock, tags=tags,
@@ -817,6 +846,7 @@ def predict_scene(
         "tile": tile,
         "overlap": overlap,
         "merge": merge,
+        "refiner": refiner_predictor.source if refiner_predictor is not None else None,
         "device": str(predictor.device),
         "accumulator_shape": list(stats.accumulator_shape),
     }
@@ -846,13 +876,18 @@ def _predict_products(
     polygon_source: Scene | None,
     polygon_means: PolygonMeans,
     progress: Progress | None,
+    grid: Grid | None = None,
 ) -> MergeStats:
-    """First pass: merge the windows and write every product strip by strip (atomically)."""
+    """First pass: merge the windows and write every product strip by strip (atomically).
+
+    ``grid`` (default: the scene's) is the grid of the outputs: the original scene's when
+    ``scene`` is a crude mosaic written on it.
+    """
     with ExitStack() as stack:
         writers = [
             stack.enter_context(
                 open_raster_writer(
-                    product.path, scene.grid, count=len(product.band_names), dtype=product.dtype,
+                    product.path, grid or scene.grid, count=len(product.band_names), dtype=product.dtype,
                     nodata=product.nodata, band_names=product.band_names, tags={**tags, **product.tags},
                     overwrite=overwrite, categorical=product.categorical,
                 )
@@ -884,3 +919,48 @@ def _predict_products(
                 f"{scene.path.name} has no valid pixel in {', '.join(names)} (all NaN / nodata / land): nothing to predict"
             )
     return stats
+
+
+def _predict_refined(
+    scene: Scene,
+    predictor: Predictor,
+    refiner: Predictor,
+    plan: WindowPlan,
+    products: list[Product],
+    *,
+    output: Path,
+    channels: int,
+    batch: int,
+    tags: dict[str, str],
+    overwrite: bool,
+    lock: threading.Lock,
+    polygon_source: Scene | None,
+    polygon_means: PolygonMeans,
+    progress: Progress | None,
+) -> MergeStats:
+    """``--merge refine``: the crude mosaic into a temporary file, then the refiner over it into the products.
+
+    Both passes use the same windows; progress counts the windows of both. The temporary file
+    sits beside the output (same file system, no /tmp filling up) and goes in every case.
+    """
+    from icetools.refine import write_crude_mosaic
+
+    def shifted(offset: int) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(offset + done, 2 * total)
+
+    crude_path = output.with_name(f".{output.stem}.crude-{os.getpid()}.tif")
+    try:
+        first = write_crude_mosaic(scene, predictor, crude_path, plan=plan, batch=batch, temporary=True, lock=lock,
+                                   progress=shifted(0))
+        with open_scene(crude_path) as crude:
+            second = _predict_products(
+                crude, refiner, list(crude.band_names), plan, products, channels=channels, merge="average",
+                batch=batch, tags=tags, overwrite=overwrite, lock=lock, polygon_source=polygon_source,
+                polygon_means=polygon_means, progress=shifted(plan.n_windows), grid=scene.grid,
+            )
+    finally:
+        crude_path.unlink(missing_ok=True)
+    second.seconds += first.seconds
+    return second

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from icetools.refine import RefineSource
+
 STATE_WEIGHTS = "last_state.safetensors"
 STATE_JSON = "last_state.json"
 HISTORY_FILE = "history.csv"
@@ -48,6 +50,10 @@ DEFAULT_LOSS = {"sic": "regional", "binary": "bce-ftl", "multiclass": "focal"}
 DEFAULT_LR = 1e-4
 FCTL_LR = 5e-5  # FCtL's own recipe: Adam 5e-5 with poly decay (power 0.9) and focal loss gamma 3
 FCTL_FOCAL_GAMMA = 3.0
+REFINER = "refiner"
+# The refiner redraws masks: focal (gamma 3, as FCtL) for classes and lines; for SIC a plain pixel
+# MSE, since its crude SIC is already a per-pixel concentration (no chart polygons to pool over).
+REFINER_LOSS = {"sic": "pixel-mse", "binary": "focal", "multiclass": "focal"}
 DEFAULT_THRESHOLDS = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))  # 0.10, 0.15, ... 0.90
 LR_SCHEDULES = ("constant", "poly")
 METRIC_KEYS = {
@@ -59,14 +65,15 @@ METRIC_KEYS = {
 RESUME_MAY_CHANGE = ("epochs", "time_limit", "patience", "workers", "device", "save_at", "thresholds")
 
 Progress = Callable[[dict[str, Any]], None]
-"""progress(event): ``{"event": "epoch_start"|"step"|"epoch_end"|"threshold", "epoch", ...}``."""
+"""progress(event): ``{"event": "epoch_start"|"step"|"epoch_end"|"threshold", "epoch", ...}``; a refiner
+run first reports ``{"event": "crude", "scene", "done", "total", ...}`` while it makes the crude mosaics."""
 
 
 # --------------------------------------------------------------------------- options
 
 
 _KINDS: dict[str, str] = {
-    "model": "str?", "loss": "str?", "epochs": "int", "time_limit": "float?", "batch_size": "int",
+    "model": "str?", "from_model": "str?", "loss": "str?", "epochs": "int", "time_limit": "float?", "batch_size": "int",
     "lr": "float?", "weight_decay": "float", "lr_schedule": "str?", "poly_power": "float",
     "patience": "int", "grad_clip": "float", "seed": "int", "device": "str", "workers": "int",
     "pool": "str?", "inputs": "strlist?", "model_args": "dict", "loss_args": "dict",
@@ -82,9 +89,11 @@ class TrainOptions:
     ``None`` means "the default for this task/model": model and loss per task, lr 1e-4 (5e-5 for
     fctl), schedule constant (poly for fctl), pool "scene" for the regional loss else "patch",
     inputs the scene's default bands, the binary threshold sweep 0.10..0.90 in steps of 0.05.
+    ``from_model`` (``--from``) trains a refiner on the crude masks of that model directory.
     """
 
     model: str | None = None
+    from_model: str | None = None
     loss: str | None = None
     epochs: int = 50
     time_limit: float | None = None  # minutes
@@ -178,6 +187,12 @@ class TrainOptions:
             raise bad("device", "must be auto, cpu, cuda or cuda:N")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: give one of them")
+        if self.from_model is not None and self.model not in (None, REFINER):
+            raise ConfigError(f"--from trains a refiner, not {self.model!r}: drop --model or give --model refiner")
+        if self.model == REFINER and self.from_model is None:
+            raise ConfigError("--model refiner needs --from MODEL_DIR: the segmentation model whose crude masks it refines")
+        if self.from_model is not None and self.inputs is not None:
+            raise ConfigError("--inputs does not apply to a refiner: it reads the crude masks of the --from model")
 
 
 def _coerce(name: str, value: Any, *, source: str) -> Any:
@@ -247,6 +262,7 @@ class Setup:
     patch_size: int
     n_classes: int
     class_names: list[str] | None
+    refines: dict[str, Any] | None = None  # a refiner's segmentation model (see RefineSource.record)
 
 
 def parse_weights(value: Any) -> list[float]:
@@ -270,8 +286,12 @@ def _single(frame: pd.DataFrame, column: str, what: str) -> Any:
     return values[0]
 
 
-def resolve_setup(frame: pd.DataFrame, options: TrainOptions) -> Setup:
-    """Model, loss, inputs and output classes for these patches; every mistake before any training."""
+def resolve_setup(frame: pd.DataFrame, options: TrainOptions, *, refines: RefineSource | None = None) -> Setup:
+    """Model, loss, inputs and output classes for these patches; every mistake before any training.
+
+    With ``refines`` (the --from model) the model is a refiner whose inputs are that model's crude
+    probability bands; task and classes must match the patches.
+    """
     from icetools.data import TASKS, label_class_names, max_class
     from icetools.io.scene import open_scene
     from icetools.losses import TASK_LOSSES, build_loss
@@ -290,19 +310,25 @@ def resolve_setup(frame: pd.DataFrame, options: TrainOptions) -> Setup:
                 "(validation picks the best epoch and stops training)"
             )
 
-    model = options.model or DEFAULT_MODEL[task]
+    model = options.model or (REFINER if refines is not None else DEFAULT_MODEL[task])
     if model not in MODEL_NAMES:
         raise ConfigError(f"unknown model {model!r}; known models: {', '.join(MODEL_NAMES)}")
+    if (model == REFINER) != (refines is not None):
+        raise ConfigError("--model refiner needs --from MODEL_DIR: the segmentation model whose crude masks it refines")
     is_fctl = model == "fctl"
     valid_losses = TASK_LOSSES[task]
-    loss = options.loss or ("focal" if is_fctl and "focal" in valid_losses else DEFAULT_LOSS[task])
+    if refines is not None:
+        default_loss = REFINER_LOSS[task]
+    else:
+        default_loss = "focal" if is_fctl and "focal" in valid_losses else DEFAULT_LOSS[task]
+    loss = options.loss or default_loss
     if loss not in valid_losses:
         raise ConfigError(
             f"loss {loss!r} does not suit the {task} task; valid losses for {task}: {', '.join(valid_losses)}"
         )
     loss_args = dict(options.loss_args)
     ds_value = loss_args.pop("ds_weights", None)
-    if is_fctl and loss == "focal":
+    if (is_fctl or refines is not None) and loss == "focal":
         loss_args.setdefault("gamma", FCTL_FOCAL_GAMMA)
     build_loss(loss, **loss_args)  # checks the names and values of the loss options now
 
@@ -317,11 +343,16 @@ def resolve_setup(frame: pd.DataFrame, options: TrainOptions) -> Setup:
     )
 
     scenes = list(dict.fromkeys(str(p) for p in frame["scene"]))
-    with open_scene(scenes[0]) as first:
-        inputs = list(options.inputs or first.default_inputs)
-    for path in scenes:
-        with open_scene(path) as scene:
-            scene.resolve(inputs)  # MissingVariableError naming the scene and its bands
+    if refines is not None:
+        inputs = list(refines.band_names)  # the crude mosaics, written on each scene's grid later
+        for path in scenes:
+            open_scene(path).close()  # InputFileError naming a scene that is gone
+    else:
+        with open_scene(scenes[0]) as first:
+            inputs = list(options.inputs or first.default_inputs)
+        for path in scenes:
+            with open_scene(path) as scene:
+                scene.resolve(inputs)  # MissingVariableError naming the scene and its bands
 
     class_names = None
     if task == "multiclass":
@@ -333,6 +364,17 @@ def resolve_setup(frame: pd.DataFrame, options: TrainOptions) -> Setup:
             )
     else:
         n_classes = 1
+    if refines is not None:
+        if refines.task != task:
+            raise ConfigError(
+                f"--from {refines.model_dir} is a {refines.task} model but the patches are {task}: "
+                "refine a model trained on this task"
+            )
+        if refines.n_classes != n_classes:
+            raise ConfigError(
+                f"--from {refines.model_dir} tells {refines.n_classes} classes apart but the labels hold {n_classes}: "
+                "refine a model trained on these labels"
+            )
 
     model_args = dict(options.model_args)
     for key, value in (("in_channels", len(inputs)), ("out_channels", n_classes)):
@@ -356,6 +398,7 @@ def resolve_setup(frame: pd.DataFrame, options: TrainOptions) -> Setup:
         patch_size=patch_size,
         n_classes=n_classes,
         class_names=class_names,
+        refines=refines.record() if refines is not None else None,
     )
 
 
@@ -720,7 +763,8 @@ def _prepare_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
             raise OutputExistsError(
                 f"{out_dir} exists: pass --overwrite to replace the run, or --resume to continue it"
             )
-        # Remove only what a run writes: the user may keep notes or configs in the same folder.
+        # Remove only what a run writes: the user may keep notes or configs in the same folder. A
+        # refiner's crude/ mosaics stay: they are remade only if their scene or model changed.
         from icetools.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
         for name in (WEIGHTS_FILE, CONFIG_FILE, HISTORY_FILE, CURVES_FILE, STATE_JSON, STATE_WEIGHTS):
@@ -808,6 +852,7 @@ class _Trainer:
         run: _Run,
         patches_path: str | None,
         progress: Progress | None,
+        input_scenes: dict[str, str] | None = None,
     ) -> None:
         import torch
 
@@ -819,6 +864,8 @@ class _Trainer:
         self.frame, self.out_dir, self.options = frame, out_dir, options
         self.setup, self.normalization, self.run = setup, normalization, run
         self.provenance = {"patches": patches_path, "scenes": scene_paths(frame)}
+        if input_scenes:
+            self.provenance["crude_inputs"] = dict(input_scenes)
         self.notify = progress or (lambda event: None)
         self.device = pick_device(options.device)
         if self.device.type == "cuda":
@@ -840,7 +887,7 @@ class _Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=setup.lr, weight_decay=options.weight_decay)
 
         common = dict(inputs=setup.inputs, normalization=normalization, task=setup.task,
-                      context_scales=self.context_scales, seed=options.seed)
+                      context_scales=self.context_scales, seed=options.seed, input_scenes=input_scenes)
         loader = dict(batch_size=options.batch_size, pool=setup.pool, workers=options.workers, seed=options.seed,
                       pin_memory=self.device.type == "cuda")
         self.train_loader = make_loader(PatchDataset(frame, "train", augment=options.augment, **common),
@@ -898,6 +945,8 @@ class _Trainer:
             },
             "provenance": self.provenance,
         }
+        if setup.refines is not None:
+            config["refines"] = setup.refines
         if setup.task == "multiclass":
             config["class_names"] = setup.class_names or [str(i) for i in range(setup.n_classes)]
         if setup.task == "binary":
@@ -1090,12 +1139,20 @@ def train_model(
     from ``out_dir``'s last finished epoch with the stored settings (see RESUME_MAY_CHANGE).
     Ctrl-C (KeyboardInterrupt) stops cleanly: the best model so far stays, the summary says
     ``stopped_because: "interrupted"`` and the caller decides the exit code.
+
+    A refiner (``options.from_model``) first gets the crude mosaic of every train/val scene from
+    that model, under ``out_dir/crude/`` (kept across runs and remade only when the scene or the
+    model changed), and learns from those with the inputs fed as they are (identity normalisation).
     """
     from icetools.data import compute_normalization
+    from icetools.refine import CRUDE_DIR, identity_normalization, open_refine_source, prepare_crude_inputs
 
     options.validate()
     out_dir = Path(out_dir)
     frame, patches_path = load_patches(patches)
+    source = None
+    if options.from_model is not None and not options.resume:  # a wrong --from fails before the run dir exists
+        source = open_refine_source(options.from_model, device=options.device)
     _prepare_dir(out_dir, resume=options.resume, overwrite=options.overwrite)
     tensors: dict[str, Any] | None = None
     if options.resume:
@@ -1104,14 +1161,28 @@ def train_model(
         setup = Setup(**stored["setup"])
         normalization = stored["normalization"]
         run = _Run.from_stored(stored["run"], _read_history(out_dir / HISTORY_FILE, stored["run"]["epoch"]))
+        if options.from_model is not None:
+            source = open_refine_source(options.from_model, device=options.device)
+            if list(source.band_names) != setup.inputs:
+                raise ConfigError(
+                    f"--from {options.from_model} now returns {', '.join(source.band_names)} instead of the "
+                    f"{', '.join(setup.inputs)} this run learnt from: start again with --overwrite"
+                )
     else:
-        setup = resolve_setup(frame, options)
-        normalization = compute_normalization(
-            frame, setup.inputs, max_patches=options.normalization_patches, seed=options.seed
-        )
+        setup = resolve_setup(frame, options, refines=source)
+        if source is not None:
+            normalization = identity_normalization(len(setup.inputs))
+        else:
+            normalization = compute_normalization(
+                frame, setup.inputs, max_patches=options.normalization_patches, seed=options.seed
+            )
         run = _Run()
+    input_scenes = None
+    if source is not None:
+        input_scenes = prepare_crude_inputs(frame, source, out_dir / CRUDE_DIR, batch=options.batch_size,
+                                            progress=progress)
     trainer = _Trainer(frame, out_dir, options, setup=setup, normalization=normalization, run=run,
-                       patches_path=patches_path, progress=progress)
+                       patches_path=patches_path, progress=progress, input_scenes=input_scenes)
     if tensors is not None:
         _restore_state(tensors, stored["optimizer"], trainer.model, trainer.optimizer)
     return trainer.finish(trainer.fit())

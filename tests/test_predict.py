@@ -416,6 +416,24 @@ def test_polygons_from_the_netcdf_chart_with_percent_output(tmp_path: Path) -> N
         assert (painted[ids == polygon] == np.rint(sic[ids == polygon].mean() * 100)).all()
 
 
+def test_quicklook_reads_a_netcdf_scene_decimated(tmp_path: Path) -> None:
+    from icetools.io.scene import open_scene
+    from icetools.quicklook import decimated_shape, read_scene_band, write_quicklook
+
+    data = scene_array(40, 50, seed=14)
+    scene = write_netcdf_scene(tmp_path / "scene.nc", data, np.ones((40, 50), dtype="float32"))
+    assert decimated_shape(40, 50, 25) == (20, 25)
+    with open_scene(scene) as opened:
+        small = read_scene_band(opened, "HH", (20, 25))
+    np.testing.assert_array_equal(small, data[0, ::2, ::2])
+    config = {**CONFIG, "inputs": ["nersc_sar_primary", "nersc_sar_secondary"]}
+    predict_scene(scene, fixed_conv(1), config, tmp_path / "o.tif", tile=32)
+    png = write_quicklook(scene, tmp_path / "o.tif", tmp_path / "q.png", max_side=25)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(OutputExistsError):
+        write_quicklook(scene, tmp_path / "o.tif", tmp_path / "q.png")
+
+
 def test_existing_output_is_refused_and_left_untouched(tmp_path: Path) -> None:
     write_scene(tmp_path / "s.tif", scene_array(40, 50))
     (tmp_path / "o.tif").write_bytes(b"old")

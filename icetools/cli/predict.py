@@ -62,7 +62,8 @@ def predict_command(
     model_dir: Annotated[Optional[Path], typer.Option("-m", "--model", help="Model directory (default: the packaged sea-ice model).")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Window side in pixels, a multiple of 16 (default: the model's patch size).")] = None,
     overlap: Annotated[float, typer.Option("--overlap", help="Overlap between windows, a fraction of the tile in [0, 0.9].")] = 0.25,
-    merge: Annotated[str, typer.Option("--merge", help="How overlapping windows combine: average or gaussian (centre-weighted).")] = "average",
+    merge: Annotated[str, typer.Option("--merge", help="How overlapping windows combine: average, gaussian (centre-weighted) or refine (a --refiner pass over the averaged crude mosaic).")] = "average",
+    refiner: Annotated[Optional[Path], typer.Option("--refiner", help="Refiner directory for --merge refine (icetools train --model refiner --from MODEL).")] = None,
     batch: Annotated[int, typer.Option("--batch", help="Windows per forward pass.")] = 8,
     device: Device = "auto",
     percent: Annotated[bool, typer.Option("--percent", help="SIC as uint8 0-100 (nodata 255) instead of float 0-1.")] = False,
@@ -77,10 +78,16 @@ def predict_command(
 
     Outputs by task: sic -> SIC (float 0-1, or --percent); binary -> probability + <out>_mask.tif at
     the model's threshold; multiclass -> class (+ --probabilities). Every file appears whole or not at all.
+    With --merge refine the products come from the refiner, run over the model's crude mosaic.
     """
     from icetools.predict import default_model_dir, load_predictor, predict_scene
     from icetools.quicklook import write_quicklook
 
+    if (merge == "refine") != (refiner is not None):
+        raise ConfigError(
+            "--merge refine needs --refiner REFINER_DIR" if refiner is None
+            else f"--refiner applies to --merge refine only, not --merge {merge}: drop one of them"
+        )
     paths, globbed = expand_scenes(scenes)
     jobs = plan_outputs(paths, output, quicklook, folder=globbed or len(paths) > 1)
     if skip_existing:
@@ -94,6 +101,7 @@ def predict_command(
         if png is not None:
             check_output(png, overwrite=overwrite)
     predictor = load_predictor(model_dir if model_dir is not None else default_model_dir(), device)
+    refiner_predictor = load_predictor(refiner, device) if refiner is not None else None
     input_band = predictor.inputs[0] if predictor.inputs else None
     with make_progress(rate_unit="windows/s") as bar:
         for scene, out, png in jobs:
@@ -107,7 +115,7 @@ def predict_command(
             summary = predict_scene(
                 scene, predictor, None, out, tile=tile, overlap=overlap, merge=merge, batch=batch,
                 percent=percent, polygons=polygons, ice_water=ice_water, probabilities=probabilities,
-                overwrite=overwrite, progress=progress,
+                refiner=refiner_predictor, overwrite=overwrite, progress=progress,
             )
             if png is not None:
                 write_quicklook(scene, out, png, input_band=input_band, overwrite=overwrite)

@@ -124,6 +124,16 @@ def run_training(patches: Path, output: Path, options: TrainOptions) -> dict[str
                 info(epoch_line(event))
             elif kind == "threshold":
                 info(f"threshold sweep: best {event['threshold']:g} (mean patch Dice {event['mean_dice']:.4f})")
+            elif kind == "crude":
+                if event.get("finished"):
+                    if "task" in current:
+                        bar.remove_task(current.pop("task"))
+                    state = "reused" if event["reused"] else "written"
+                    info(f"crude mosaic {event['index'] + 1}/{event['scenes']} {state}: {event['path']}")
+                    return
+                if "task" not in current:
+                    current["task"] = bar.add_task(f"crude mosaic of {event['scene']}", total=event["total"])
+                bar.update(current["task"], completed=event["done"], total=event["total"])
 
         return train_model(patches, output, options, progress=on_event)
 
@@ -134,7 +144,8 @@ def train_command(
     patches: Annotated[Path, typer.Option("--patches", help="Patches GeoPackage from `icetools sample-patches`.", dir_okay=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory; it becomes the model directory.", file_okay=False)],
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flag names, - or _); flags override it.", dir_okay=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Architecture (default per task: sic unet, binary unet-aspp, multiclass unet).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Architecture (default per task: sic unet, binary unet-aspp, multiclass unet; refiner with --from).")] = None,
+    from_model: Annotated[Optional[Path], typer.Option("--from", help="Train a refiner on the crude masks of this model directory (an early checkpoint such as RUN/at_40pct).", file_okay=False)] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", help="Loss (default per task: sic regional, binary bce-ftl, multiclass focal).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Most epochs (default 50).")] = None,
     time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Stop cleanly after this many minutes.")] = None,
@@ -162,9 +173,10 @@ def train_command(
 
     The run directory gets model.safetensors + config.json at every improvement, and
     history.csv, curves.png and a resumable state every epoch. Ctrl-C stops cleanly (exit 130).
+    With --from MODEL_DIR it trains FCtL's refiner on that model's crude masks (kept in OUT/crude/).
     """
     flags = {
-        "model": model, "loss": loss, "epochs": epochs, "time_limit": time_limit, "batch_size": batch_size,
+        "model": model, "from_model": str(from_model) if from_model is not None else None, "loss": loss, "epochs": epochs, "time_limit": time_limit, "batch_size": batch_size,
         "lr": lr, "lr_schedule": lr_schedule, "weight_decay": weight_decay, "patience": patience,
         "grad_clip": grad_clip, "seed": seed, "device": device, "workers": workers, "pool": pool,
         "inputs": inputs, "model_args": parse_key_values(model_arg, flag="--model-arg"),
