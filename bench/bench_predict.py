@@ -1,7 +1,7 @@
 """Benchmark ``icetools predict``: throughput against the bare model, and memory against a whole-scene merge.
 
 Figures:
-- sea-ice U-Net (default widths) over a 2-band scene (4096 x 4096 on CUDA; 2048 x 2048 on CPU, where
+- sea-ice U-Net (default widths) over a 4096 x 4096 2-band scene (a few minutes on CPU, where
   the default U-Net takes about half a second a window; ICETOOLS_BENCH_PREDICT_SIZE overrides):
   windows/s, Mpx/s, and the model's share of predict's wall time, i.e. the time the model alone
   takes on the same windows in the same batches divided by predict's wall time (target >= 0.85:
@@ -97,7 +97,7 @@ def throughput(workdir: Path) -> list[tuple[str, str]]:
     from icetools.predict import load_predictor, predict_scene
 
     cuda = torch.cuda.is_available()
-    size = int(os.environ.get("ICETOOLS_BENCH_PREDICT_SIZE", 4096 if cuda else 2048))
+    size = int(os.environ.get("ICETOOLS_BENCH_PREDICT_SIZE", 4096))
     scene = write_bench_scene(workdir / f"scene_{size}.tif", size)
     predictor = load_predictor(save_bench_model(workdir / "unet", "unet"), "auto")
     warm = np.zeros((BATCH, 2, TILE, TILE), dtype="float32")

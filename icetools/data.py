@@ -114,6 +114,9 @@ class PatchDataset(Dataset):
     them: seeding each sample's augmentation from the sampler makes a run reproducible whatever
     the number of workers, and a resumed run continues exactly as an uninterrupted one would.
 
+    ``window_axis`` gives images a window axis even for ``context_scales`` (1,): (1, C, H, W), as a
+    context model built with the patch alone (fctl with context_scales [1]) expects.
+
     ``input_scenes`` maps a scene path to another raster on its grid that supplies the inputs
     (and their validity) instead: a refiner reads the crude masks of a segmentation model there,
     while the labels still come through the original scene.
@@ -131,6 +134,7 @@ class PatchDataset(Dataset):
         context_scales: Sequence[float] = (1.0,),
         seed: int = 0,
         input_scenes: Mapping[str, str] | None = None,
+        window_axis: bool = False,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
@@ -147,6 +151,7 @@ class PatchDataset(Dataset):
             )
         self.augment = augment
         self.context_scales = tuple(float(s) for s in context_scales)
+        self.window_axis = window_axis
         self.seed = seed
         self.input_scenes = {str(k): str(v) for k, v in (input_scenes or {}).items()}
         # Plain tuples: cheap to pickle into workers, no pandas on the hot path.
@@ -167,7 +172,7 @@ class PatchDataset(Dataset):
 
     @property
     def is_context(self) -> bool:
-        return self.context_scales != (1.0,)
+        return self.window_axis or self.context_scales != (1.0,)
 
     def window(self, index: int) -> Window:
         _, _, row, col, size = self.records[index]

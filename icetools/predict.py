@@ -363,12 +363,15 @@ class Predictor:
     patch_size: int
     in_channels: int | None
     source: str = ""
+    window_axis: bool = False  # a context model: (B, T, C, H, W) even when T = 1
     _out_channels: int | None = field(default=None, repr=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(B, [T,] C, H, W) normalised inputs -> (B, K, H, W) float32 probabilities."""
         import torch
 
+        if self.window_axis and batch.ndim == 4:
+            batch = batch[:, None]  # the engine stacks windows only for T > 1
         cuda = self.device.type == "cuda"
         x = torch.from_numpy(batch).to(self.device)  # a plain copy: pinning a fresh buffer per batch costs more
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
@@ -463,6 +466,7 @@ def make_predictor(model: nn.Module, config: dict[str, Any], *, device: str | to
         patch_size=patch,
         in_channels=in_channels,
         source=source,
+        window_axis=hasattr(model, "context_scales"),
     )
 
 

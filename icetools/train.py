@@ -526,6 +526,7 @@ class ValidationResult:
             self.n_truth = 0
             self.n_valid = 0
             self.dice_sum = np.zeros(count)
+            self.n_foreground_patches = 0
         else:
             self.confusion = ConfusionAccumulator(n_classes)
 
@@ -552,8 +553,13 @@ class ValidationResult:
         self.n_pred += n_pred.sum(axis=1)
         self.n_truth += int(n_truth.sum())
         self.n_valid += int(valid.sum())
+        # Mean Dice over the patches that hold a line: empty patches would score 1 for predicting
+        # nothing and pull the chosen threshold up (their false positives still count in 'dice').
+        has_line = n_truth > 0
+        self.n_foreground_patches += int(has_line.sum())
         denominator = n_pred + n_truth[None]
-        self.dice_sum += np.where(denominator > 0, 2 * true_pos / np.maximum(denominator, 1), 1.0).sum(axis=1)
+        dice = np.where(denominator > 0, 2 * true_pos / np.maximum(denominator, 1), 1.0)
+        self.dice_sum += dice[:, has_line].sum(axis=1)
 
     def _update_polygons(self, prob, ids, scenes, target, valid) -> None:
         """Polygon ids repeat across scenes: number each (scene, id) pair once, compactly."""
@@ -579,8 +585,12 @@ class ValidationResult:
         return self.loss_sum / self.n if self.n else float("nan")
 
     def mean_dice(self) -> list[float]:
-        """Per-patch mean Dice at every threshold (binary tasks)."""
-        return [float(v) for v in self.dice_sum / max(self.n, 1)]
+        """Mean Dice at every threshold over the patches with foreground (binary tasks); the pooled
+        Dice when no validation patch has any."""
+        if self.n_foreground_patches == 0:
+            denominator = self.n_pred + self.n_truth
+            return [float(v) for v in np.where(denominator > 0, 2 * self.true_pos / np.maximum(denominator, 1), 1.0)]
+        return [float(v) for v in self.dice_sum / self.n_foreground_patches]
 
     def metrics(self, threshold: float | None = None) -> dict[str, float]:
         """The task's metrics; binary ones at ``threshold`` (default: the first of the sweep)."""
@@ -887,7 +897,8 @@ class _Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=setup.lr, weight_decay=options.weight_decay)
 
         common = dict(inputs=setup.inputs, normalization=normalization, task=setup.task,
-                      context_scales=self.context_scales, seed=options.seed, input_scenes=input_scenes)
+                      context_scales=self.context_scales, seed=options.seed, input_scenes=input_scenes,
+                      window_axis=hasattr(self.model, "context_scales"))  # context models take (B, T, C, H, W)
         loader = dict(batch_size=options.batch_size, pool=setup.pool, workers=options.workers, seed=options.seed,
                       pin_memory=self.device.type == "cuda")
         self.train_loader = make_loader(PatchDataset(frame, "train", augment=options.augment, **common),

@@ -200,3 +200,25 @@ def test_predict_sees_the_same_context_windows_as_training(tmp_path: Path) -> No
             assert predicted.shape == trained.shape == (3, 2, TILE, TILE)
             np.testing.assert_allclose(predicted, trained, rtol=1e-5, atol=1e-5)
     assert (dataset[len(windows) - 1]["image"][0, :, 0, 4:11] == 0).all()  # the hole: 0 (= the mean) in the local layer
+
+
+def test_a_context_model_of_the_patch_alone_gets_a_window_axis(coord_scene: Path, tmp_path: Path) -> None:
+    """fctl with context_scales [1] takes (B, 1, C, H, W): both paths must give it that axis."""
+    from icetools.models import build_model
+    from icetools.predict import make_predictor, predict_scene
+
+    labels = write_raster(tmp_path / "c.tif", np.zeros((HEIGHT, WIDTH), "uint8"), affine_grid(HEIGHT, WIDTH),
+                          nodata=255, band_names=["class"])
+    frame = patch_frame(coord_scene, labels, [(0, 0, "train")], size=16, task="multiclass")
+    common = dict(inputs=["a", "b"], normalization={"mean": [0.0, 0.0], "std": [1.0, 1.0]}, task="multiclass")
+    assert PatchDataset(frame, "train", **common)[0]["image"].shape == (2, 16, 16)
+    image = PatchDataset(frame, "train", window_axis=True, **common)[0]["image"]
+    assert image.shape == (1, 2, 16, 16)
+    np.testing.assert_array_equal(image[0, 0], coordinates()[:16, :16])
+
+    model = build_model("fctl", in_channels=2, out_channels=3, width=1 / 32, context_scales=[1.0]).eval()
+    predictor = make_predictor(model, {"task": "multiclass", "inputs": ["a", "b"], "n_classes": 3}, device="cpu")
+    assert predictor.window_axis and predictor(np.zeros((2, 2, 16, 16), "float32")).shape == (2, 3, 16, 16)
+    predict_scene(coord_scene, predictor, None, tmp_path / "o.tif", tile=16)
+    with open_scene(tmp_path / "o.tif") as out:
+        assert out.read(["class"]).shape == (1, HEIGHT, WIDTH)

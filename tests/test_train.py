@@ -165,8 +165,9 @@ def test_threshold_sweep_picks_the_separating_threshold() -> None:
     best, at_edge = pick_threshold(thresholds, mean_dice)
     assert best == 0.6 and not at_edge  # 0.6 and 0.65 both score 1: the lower wins
     assert mean_dice[thresholds.index(0.6)] == pytest.approx(1.0)
-    # at 0.5 every pixel is predicted: Dice 2*16/(64+16), 2*8/(64+8) and 0 for the empty patch
-    assert mean_dice[thresholds.index(0.5)] == pytest.approx((32 / 80 + 16 / 72 + 0) / 3)
+    # at 0.5 every pixel is predicted: Dice 2*16/(64+16) and 2*8/(64+8); the empty patch is left out
+    # of the mean (it would reward predicting nothing), its false positives count in the pooled dice
+    assert mean_dice[thresholds.index(0.5)] == pytest.approx((32 / 80 + 16 / 72) / 2)
     assert result.metrics(0.6) == {"dice": 1.0, "precision": 1.0, "recall": 1.0, "patch_dice": 1.0}
 
     edge_prob = np.where(truth > 0, 0.97, 0.88)  # only 0.9, the top of the range, separates

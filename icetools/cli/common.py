@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from icetools.errors import IcetoolsError
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: a log line is never broken inside a path, so it can be copied and grepped.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE = {"verbosity": 0}
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
