@@ -91,7 +91,10 @@ def open_raster_writer(
     with atomic_path(path, overwrite=overwrite) as tmp:
         staging = tmp.with_name(tmp.stem + ".stage.tif")
         try:
+            # The staging file is written uncompressed: the COG copy compresses once (measured on
+            # 10k x 10k x 2 float32: 1.3 s to stage uncompressed vs 4.5 s with DEFLATE).
             profile = base_profile(grid, count=count, dtype=dtype, nodata=nodata)
+            profile.pop("compress"), profile.pop("predictor")
             with warnings.catch_warnings():
                 # GCP grids are georeferenced by their GCPs, set right after opening.
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
