@@ -22,8 +22,6 @@ def main(argv: list[str]) -> int:
     wanted = [m for m in MODULES if not argv or any(word in m for word in argv)]
     rows: list[tuple[str, str, str]] = []
     for name in wanted:
-        if importlib.util.find_spec(f"bench.{name}") is None:
-            continue
         module = importlib.import_module(f"bench.{name}")
         console.print(f"[bold]running {name}[/] ...")
         start = time.perf_counter()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 COMMAND_MODULES = ("info", "synth", "rasterize", "sample_patches", "train", "sweep", "predict", "vectorize", "evaluate")
 
 for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(f"icetools.cli.{_name}") is not None:
-        importlib.import_module(f"icetools.cli.{_name}")
+    importlib.import_module(f"icetools.cli.{_name}")

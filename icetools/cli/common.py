@@ -80,7 +80,9 @@ def guarded(func: F) -> F:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written", 130) from None
-        except (typer.Exit, typer.Abort, SystemExit, click.exceptions.ClickException):
+        # Usage errors (BadParameter...) keep Click's exit code 2. Typer vendors its own Click, so
+        # both Click exception roots are let through.
+        except (typer.Exit, typer.Abort, SystemExit, click.exceptions.ClickException, typer.exceptions.TyperException):
             raise
         except Exception as exc:  # the last net: one line, the traceback only on request
             if STATE["verbosity"] > 0:

@@ -30,6 +30,7 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 
 @app.command("sample-patches")
+@guarded
 def sample_patches_command(
     scenes: Annotated[list[Path], typer.Argument(help="Scenes (AI4Arctic netCDF or GeoTIFF).", dir_okay=False, metavar="SCENE")],
     output: OutPath,
@@ -67,7 +68,7 @@ def sample_patches_command(
 ) -> None:
     """Sample patch windows stochastically and coverage-aware; write their footprints as a GeoPackage."""
     if labels and len(labels) != len(scenes):
-        # Checked outside the guarded edge: a usage error must exit 2, not be reported as a data error.
+        # A usage error: `guarded` lets Click's own errors through, so this exits 2.
         raise typer.BadParameter(
             f"got {len(labels)} for {len(scenes)} scenes: give one --labels per scene, in the scenes' order",
             param_hint="--labels",
@@ -79,7 +80,6 @@ def sample_patches_command(
     )
 
 
-@guarded
 def _run(
     scenes: list[Path], output: Path, *, labels: list[Path] | None, size: int, n: int, seed: int,
     min_unseen: float, max_empty: int | None, max_invalid: float, max_rejects: int, split_by: str,
