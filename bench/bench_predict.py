@@ -71,7 +71,7 @@ def write_bench_scene(path: Path, size: int, *, seed: int = 0) -> Path:
 def save_bench_model(directory: Path, name: str) -> Path:
     import torch
 
-    from icetools.checkpoint import save_model_dir
+    from icetools.modeldir import save_model_dir
     from icetools.models import build_model
 
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def save_bench_model(directory: Path, name: str) -> Path:
 def throughput(workdir: Path) -> list[tuple[str, str]]:
     import torch
 
-    from icetools.predict import load_predictor, predict_scene
+    from icetools.inference import PredictJob, load_predictor, predict_scene
 
     cuda = torch.cuda.is_available()
     size = int(os.environ.get("ICETOOLS_BENCH_PREDICT_SIZE", 4096))
@@ -103,7 +103,7 @@ def throughput(workdir: Path) -> list[tuple[str, str]]:
     warm = np.zeros((BATCH, 2, TILE, TILE), dtype="float32")
     predictor(warm)  # kernels chosen, memory pools filled: neither timing pays for it
     summary = predict_scene(
-        scene, predictor, None, workdir / "sic.tif", tile=TILE, overlap=OVERLAP, batch=BATCH, overwrite=True
+        PredictJob(scene, workdir / "sic.tif", predictor, tile=TILE, overlap=OVERLAP, batch=BATCH, overwrite=True)
     )
     wall = summary["seconds"]
     n = summary["windows_predicted"]
@@ -131,12 +131,12 @@ def throughput(workdir: Path) -> list[tuple[str, str]]:
 
 def child(mode: str, scene: str, model_dir: str, output: str) -> None:
     """The measured run: prints one JSON line (seconds)."""
-    from icetools.predict import load_predictor, predict_scene
+    from icetools.inference import PredictJob, load_predictor, predict_scene
 
     predictor = load_predictor(model_dir, "auto")
     start = time.perf_counter()
     if mode == "streamed":
-        predict_scene(scene, predictor, None, output, tile=TILE, overlap=OVERLAP, batch=BATCH, overwrite=True)
+        predict_scene(PredictJob(scene, output, predictor, tile=TILE, overlap=OVERLAP, batch=BATCH, overwrite=True))
     else:
         whole_scene_sliding_window(scene, predictor, output)
     print(json.dumps({"seconds": time.perf_counter() - start}))
@@ -146,7 +146,7 @@ def whole_scene_sliding_window(scene_path: str, predictor, output: str) -> None:
     """MONAI-style: the whole normalised image, full-size sum and count buffers, one write at the end."""
     from icetools.io.raster import write_raster
     from icetools.io.scene import open_scene
-    from icetools.predict import plan_windows, window_weights
+    from icetools.inference import plan_windows, window_weights
 
     with open_scene(scene_path) as scene:
         image = scene.read(list(predictor.inputs))

@@ -113,7 +113,7 @@ def _regional_figures() -> tuple[list[tuple[str, str]], dict]:
 
 def _step_time(model, x, loss_fn, batch, optimizer) -> float:
     start = time.perf_counter()
-    outputs = model.forward_heads(x) if hasattr(model, "forward_heads") else model(x)
+    outputs = model.forward_heads(x) if model.can_deep_supervise else model(x)
     loss = loss_fn(outputs, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -125,16 +125,16 @@ def _throughput_figures() -> list[tuple[str, str]]:
     import torch
 
     from icetools.losses import build_loss, deep_supervision
-    from icetools.models import MODEL_NAMES, build_model, context_scales_of
+    from icetools.models import MODEL_NAMES, build_model
 
     rows = []
     for name in MODEL_NAMES:
         torch.manual_seed(0)
         model = build_model(name, in_channels=2, out_channels=1).train()
-        scales = context_scales_of(model)
-        shape = (len(scales), 2, PATCH, PATCH) if name in ("fctl", "refiner") else (2, PATCH, PATCH)
+        scales = model.context_scales
+        shape = (len(scales), 2, PATCH, PATCH) if model.takes_windows else (2, PATCH, PATCH)
         loss_fn = build_loss("pixel-mse")
-        if hasattr(model, "forward_heads"):
+        if model.can_deep_supervise:
             loss_fn = deep_supervision(loss_fn, [1.0] * model.n_heads)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 

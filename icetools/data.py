@@ -30,14 +30,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from icetools.contexts import read_contexts
 from icetools.errors import ConfigError, DataError
+from icetools.inputs import InputSpec, channel_reader, read_inputs
 from icetools.io.scene import Scene, open_scene
+from icetools.tasks import BINARY, SIC, check_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from icetools.sampling import LabelReader
+    from icetools.labels import LabelReader
 
-TASKS = ("sic", "binary", "multiclass")
 POOLS = ("scene", "patch")
 CLASS_NODATA = 255  # class labels: uint8 with 255 = no data
 
@@ -70,7 +71,7 @@ class _SceneCache:
         return self._scenes[path]
 
     def labels(self, scene_path: str, label_file: str) -> LabelReader:
-        from icetools.sampling import open_labels  # the one place that knows the label file formats
+        from icetools.labels import open_labels  # the one place that knows the label file formats
 
         key = (scene_path, label_file)
         if key not in self._labels:
@@ -81,10 +82,19 @@ class _SceneCache:
         return {"_scenes": {}, "_labels": {}}  # workers open their own
 
 
+def _scaled(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(x - mean) / std per channel (channel axis = -3), NaN kept."""
+    return (raw - mean[:, None, None]) / std[:, None, None]
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """NaN (land, no data) -> 0 = the mean, as float32."""
+    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype("float32", copy=False)
+
+
 def _normalise(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(x - mean) / std per channel (channel axis = -3), NaN (land, no data) -> 0 = the mean."""
-    out = (raw - mean[:, None, None]) / std[:, None, None]
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype("float32", copy=False)
+    return _finite(_scaled(raw, mean, std))
 
 
 def augment_arrays(arrays: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -107,12 +117,12 @@ def augment_arrays(arrays: Mapping[str, np.ndarray], rng: np.random.Generator) -
     return out
 
 
-class PatchDataset(Dataset):
-    """The patches of one split as training samples, each read lazily by window.
+class WindowDataset(Dataset):
+    """Samples read lazily by window from scenes and their labels: what every training dataset shares.
 
-    An item is an index, or ``(index, augmentation_seed)`` as :class:`SceneBatchSampler` yields
-    them: seeding each sample's augmentation from the sampler makes a run reproducible whatever
-    the number of workers, and a resumed run continues exactly as an uninterrupted one would.
+    Subclasses say which windows exist (:class:`PatchDataset`: the fixed patches of a split;
+    :class:`icetools.train_windows.RandomWindowDataset`: windows drawn afresh every epoch) and call
+    :meth:`read_sample`.
 
     ``window_axis`` gives images a window axis even for ``context_scales`` (1,): (1, C, H, W), as a
     context model built with the patch alone (fctl with context_scales [1]) expects.
@@ -124,36 +134,100 @@ class PatchDataset(Dataset):
 
     def __init__(
         self,
-        frame: pd.DataFrame,
-        split: str,
         *,
         inputs: Sequence[str],
         normalization: Mapping[str, Sequence[float]],
         task: str,
+        input_transforms: Mapping[str, str] | None = None,
         augment: bool = False,
         context_scales: Sequence[float] = (1.0,),
         seed: int = 0,
         input_scenes: Mapping[str, str] | None = None,
         window_axis: bool = False,
     ) -> None:
-        if task not in TASKS:
-            raise ConfigError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-        rows = split_rows(frame, split)
-        self.split = split
+        check_task(task)
         self.task = task
         self.inputs = list(inputs)
+        self.input_spec = InputSpec.from_mapping(self.inputs, input_transforms)  # none given: as they are
         self.mean = np.asarray(normalization["mean"], dtype="float32")
         self.std = np.asarray(normalization["std"], dtype="float32")
-        if self.mean.shape != (len(self.inputs),) or self.std.shape != (len(self.inputs),):
+        channels = self.input_spec.n_channels
+        if self.mean.shape != (channels,) or self.std.shape != (channels,):
             raise ConfigError(
                 f"normalisation has {self.mean.size} means and {self.std.size} stds for "
-                f"{len(self.inputs)} inputs ({', '.join(self.inputs)})"
+                f"{channels} input channels ({', '.join(self.input_spec.channel_names)})"
             )
         self.augment = augment
         self.context_scales = tuple(float(s) for s in context_scales)
         self.window_axis = window_axis
         self.seed = seed
         self.input_scenes = {str(k): str(v) for k, v in (input_scenes or {}).items()}
+        self._cache = _SceneCache()
+        self._rng: np.random.Generator | None = None
+        self._rng_pid: int | None = None
+
+    @property
+    def is_context(self) -> bool:
+        return self.window_axis or self.context_scales != (1.0,)
+
+    def _fallback_rng(self) -> np.random.Generator:
+        """For items without a seed (plain indices): a generator per process, seeded per worker."""
+        if self._rng is None or self._rng_pid != os.getpid():
+            self._rng = np.random.default_rng([self.seed, torch.initial_seed() % 2**32, os.getpid()])
+            self._rng_pid = os.getpid()
+        return self._rng
+
+    def read_sample(
+        self, scene_path: str, label_file: str, window: Window, *, scene_index: int, augment_seed: int | None
+    ) -> Sample:
+        """One window's image, labels and validity, normalised and (with ``augment``) flipped/rotated."""
+        scene = self._cache.scene(self.input_scenes.get(scene_path, scene_path))
+        labels = self._cache.labels(scene_path, label_file)
+        channels, valid = read_inputs(scene, window, self.input_spec)  # the reads and transforms of predict
+        if self.is_context:
+            # Normalised before the contexts are resized, in predict's order: the very same floats.
+            read = channel_reader(scene, self.input_spec)
+            image = _finite(read_contexts(lambda w: _scaled(read(w), self.mean, self.std), window, self.context_scales))
+        else:
+            image = _normalise(channels, self.mean, self.std)
+        sample: Sample = {"image": image}
+        sample.update(self._labels(labels.read(window), valid))
+        sample["scene_index"] = np.int64(scene_index)
+
+        if self.augment:
+            rng = np.random.default_rng(augment_seed) if augment_seed is not None else self._fallback_rng()
+            sample = augment_arrays(sample, rng)
+        return sample
+
+    def _labels(self, bands: np.ndarray, scene_valid: np.ndarray) -> Sample:
+        """target / valid (/ polygon_ids) from the label bands as LabelReader gives them."""
+        if self.task == SIC:
+            ids, sic = bands
+            ids = np.nan_to_num(ids, nan=0.0).astype("int64")
+            valid = scene_valid & np.isfinite(sic)
+            target = np.where(valid, sic, 0.0).astype("float32")
+            return {"target": target, "valid": valid, "polygon_ids": np.where(valid, ids, 0)}
+        label = bands[0]
+        if self.task == BINARY:
+            valid = scene_valid & np.isfinite(label)
+            return {"target": np.where(valid, label > 0.5, 0).astype("float32"), "valid": valid}
+        valid = scene_valid & np.isfinite(label) & (np.nan_to_num(label, nan=CLASS_NODATA) < CLASS_NODATA)
+        return {"target": np.where(valid, label, 0).astype("int64"), "valid": valid}
+
+
+class PatchDataset(WindowDataset):
+    """The fixed patches of one split as samples (validation, test, and training from old files).
+
+    An item is an index, or ``(index, augmentation_seed)`` as :class:`SceneBatchSampler` yields
+    them: seeding each sample's augmentation from the sampler makes a run reproducible whatever
+    the number of workers, and a resumed run continues exactly as an uninterrupted one would.
+    The keyword options are :class:`WindowDataset`'s.
+    """
+
+    def __init__(self, frame: pd.DataFrame, split: str, **options: Any) -> None:
+        super().__init__(**options)
+        rows = split_rows(frame, split)
+        self.split = split
         # Plain tuples: cheap to pickle into workers, no pandas on the hot path.
         self.records = [
             (str(r.scene), labels_path(r.labels), int(r.row_off), int(r.col_off), int(r.size))
@@ -163,77 +237,37 @@ class PatchDataset(Dataset):
         self.scene_paths = scenes
         lookup = {path: i for i, path in enumerate(scenes)}
         self.scene_of_item = np.array([lookup[record[0]] for record in self.records], dtype="int64")
-        self._cache = _SceneCache()
-        self._rng: np.random.Generator | None = None
-        self._rng_pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.records)
-
-    @property
-    def is_context(self) -> bool:
-        return self.window_axis or self.context_scales != (1.0,)
 
     def window(self, index: int) -> Window:
         _, _, row, col, size = self.records[index]
         return Window(col, row, size, size)
 
-    def _fallback_rng(self) -> np.random.Generator:
-        """For items without a seed (plain indices): a generator per process, seeded per worker."""
-        if self._rng is None or self._rng_pid != os.getpid():
-            self._rng = np.random.default_rng([self.seed, torch.initial_seed() % 2**32, os.getpid()])
-            self._rng_pid = os.getpid()
-        return self._rng
-
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         index, augment_seed = item if isinstance(item, tuple) else (item, None)
         scene_path, label_file, *_ = self.records[index]
-        scene = self._cache.scene(self.input_scenes.get(scene_path, scene_path))
-        labels = self._cache.labels(scene_path, label_file)
-        window = self.window(index)
-
-        if self.is_context:
-            stack = read_contexts(
-                lambda w: scene.read(self.inputs, w, pad_mode="reflect"), window, self.context_scales
-            )
-            image = _normalise(stack, self.mean, self.std)
-        else:
-            image = _normalise(scene.read(self.inputs, window), self.mean, self.std)
-        valid = scene.valid_mask(window, self.inputs)
-        sample: Sample = {"image": image}
-        sample.update(self._labels(labels.read(window), valid))
-        sample["scene_index"] = np.int64(self.scene_of_item[index])
-
-        if self.augment:
-            rng = np.random.default_rng(augment_seed) if augment_seed is not None else self._fallback_rng()
-            sample = augment_arrays(sample, rng)
-        return sample
-
-    def _labels(self, bands: np.ndarray, scene_valid: np.ndarray) -> Sample:
-        """target / valid (/ polygon_ids) from the label bands as LabelReader gives them."""
-        if self.task == "sic":
-            ids, sic = bands
-            ids = np.nan_to_num(ids, nan=0.0).astype("int64")
-            valid = scene_valid & np.isfinite(sic)
-            target = np.where(valid, sic, 0.0).astype("float32")
-            return {"target": target, "valid": valid, "polygon_ids": np.where(valid, ids, 0)}
-        label = bands[0]
-        if self.task == "binary":
-            valid = scene_valid & np.isfinite(label)
-            return {"target": np.where(valid, label > 0.5, 0).astype("float32"), "valid": valid}
-        valid = scene_valid & np.isfinite(label) & (np.nan_to_num(label, nan=CLASS_NODATA) < CLASS_NODATA)
-        return {"target": np.where(valid, label, 0).astype("int64"), "valid": valid}
+        return self.read_sample(scene_path, label_file, self.window(index),
+                                scene_index=int(self.scene_of_item[index]), augment_seed=augment_seed)
 
 
 # --------------------------------------------------------------------------- normalisation
 
 
 def compute_normalization(
-    frame: pd.DataFrame, inputs: Sequence[str], *, max_patches: int = 256, seed: int = 0
+    frame: pd.DataFrame,
+    inputs: Sequence[str],
+    *,
+    max_patches: int = 256,
+    seed: int = 0,
+    input_transforms: Mapping[str, str] | None = None,
 ) -> dict[str, list[float]]:
-    """Per-band mean and std over the valid pixels of (up to ``max_patches``) TRAIN patches.
+    """Per-channel mean and std over the valid pixels of (up to ``max_patches``) TRAIN patches.
 
-    Validation and test patches never contribute: their statistics would leak into the model.
+    Channels are the bands after ``input_transforms`` (none: the bands as they are), read as the
+    model reads them. Validation and test patches never contribute: their statistics would leak
+    into the model.
     Sums are kept in float64 (dB values over ~1e7 pixels); a band with zero spread gets std 1.
     """
     rows = split_rows(frame, "train")
@@ -241,17 +275,18 @@ def compute_normalization(
         raise DataError("no train patches to compute the normalisation from: sample patches with a train split")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(rows), size=min(max_patches, len(rows)), replace=False))
-    n_bands = len(inputs)
+    spec = InputSpec.from_mapping(list(inputs), input_transforms)
+    n_channels = spec.n_channels
     count = 0
-    total = np.zeros(n_bands)
-    total_sq = np.zeros(n_bands)
+    total = np.zeros(n_channels)
+    total_sq = np.zeros(n_channels)
     cache = _SceneCache()
     for i in chosen:
         record = rows.iloc[int(i)]
         scene = cache.scene(str(record["scene"]))
         window = Window(int(record["col_off"]), int(record["row_off"]), int(record["size"]), int(record["size"]))
-        data = scene.read(list(inputs), window).astype("float64")
-        valid = scene.valid_mask(window, list(inputs))
+        data, valid = read_inputs(scene, window, spec)
+        data = data.astype("float64")
         values = data[:, valid]
         count += values.shape[1]
         total += values.sum(axis=1)
@@ -378,14 +413,21 @@ def make_loader(
     pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``dataset``: one scene per batch for ``pool="scene"``, persistent workers."""
-    if workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {workers}")
     sampler = SceneBatchSampler(
         dataset.scene_of_item, batch_size, by_scene=pool == "scene", shuffle=shuffle, seed=seed
     )
+    return batch_loader(dataset, sampler, pool=pool, workers=workers, pin_memory=pin_memory)
+
+
+def batch_loader(
+    dataset: Dataset, batch_sampler: Sampler, *, pool: str, workers: int = 1, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader whose ``batch_sampler`` picks the items (it stays in the main process; workers read)."""
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
     return DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=batch_sampler,
         collate_fn=partial(collate, pool=pool),
         num_workers=workers,
         persistent_workers=workers > 0,

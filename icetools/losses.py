@@ -12,6 +12,7 @@ from the batch dictionary (``image``, ``target``, ``valid``, and for the regiona
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,22 @@ TASK_LOSSES: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_DEEP_SUPERVISION_WEIGHTS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
+
+PosWeight = float | str
+"""Weight of the positive (foreground) pixels in a BCE term: a number, or ``"auto"``."""
+
+AUTO = "auto"
+"""``pos_weight="auto"``: negatives / positives over the batch's valid pixels, clipped."""
+
+AUTO_POS_WEIGHT_MAX = 100.0
+"""The largest weight ``"auto"`` gives: one rare-foreground batch must not blow up the gradients."""
+
+LINE_POS_WEIGHT: PosWeight = AUTO
+"""The binary task's default weighting of line pixels in the BCE term of ``bce-ftl``, the one place
+it is set (:func:`build_loss` applies it). At about 1 % foreground an unweighted BCE first learns
+"no line anywhere" (Mohajerani et al. 2021 weighted positives ~727x at 0.14 %); ``"auto"`` balances
+the two classes batch by batch, so it follows the foreground share the window sampler produces.
+1.0 restores the unweighted loss. To be confirmed by a validation experiment."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -123,14 +140,53 @@ def pixel_mse(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Te
     return _masked_mean((torch.sigmoid(logits.to(dtype)) - target) ** 2, valid)
 
 
-def pixel_bce(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Binary cross-entropy with soft targets (0..1), mean over valid pixels ("pixel-ce")."""
+def positive_weight(
+    target: Tensor, valid: Tensor, pos_weight: PosWeight, *, max_weight: float = AUTO_POS_WEIGHT_MAX
+) -> Tensor | None:
+    """The BCE weight of positive pixels, or None for no weighting (``pos_weight`` 1).
+
+    ``"auto"`` is negatives / positives over the valid pixels of the whole batch (soft targets count
+    as fractions), clipped to [1, ``max_weight``]: it only ever favours the rare foreground, and a
+    batch without any foreground gets ``max_weight`` (its positives term is zero anyway) instead of
+    a division by zero. Computed on the device, with no host synchronisation.
+    """
+    if isinstance(pos_weight, str) and pos_weight != AUTO:
+        raise ConfigError(f"pos_weight must be a number or {AUTO!r}, got {pos_weight!r}")
+    if pos_weight == AUTO:
+        weight = valid.to(target.dtype)
+        positives = (target * weight).sum()
+        negatives = ((1 - target) * weight).sum()
+        # A floor far below one pixel keeps soft targets exact and an empty batch finite (-> the clip).
+        return (negatives / positives.clamp_min(1e-6)).clamp(1.0, max_weight).detach()
+    if float(pos_weight) == 1.0:
+        return None
+    return torch.tensor(float(pos_weight), dtype=target.dtype, device=target.device)
+
+
+def _bce(logits: Tensor, target: Tensor, pos_weight: Tensor | None) -> Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pos_weight)
+
+
+def pixel_bce(
+    logits: Tensor,
+    target: Tensor,
+    valid: Tensor | None = None,
+    *,
+    pos_weight: PosWeight = 1.0,
+    pos_weight_max: float = AUTO_POS_WEIGHT_MAX,
+) -> Tensor:
+    """Binary cross-entropy with soft targets (0..1), mean over valid pixels ("pixel-ce").
+
+    ``pos_weight`` multiplies the foreground term, -w*y*log(p) - (1-y)*log(1-p), as torch's
+    ``pos_weight`` does; the mean still divides by the number of valid pixels. See
+    :func:`positive_weight` for ``"auto"``.
+    """
     logits = _single_channel(logits, loss_name="pixel-ce")
     dtype = _float_dtype(logits)
     valid = _as_mask(valid, logits)
     target = _clean_binary_target(target, valid, dtype)
-    bce = F.binary_cross_entropy_with_logits(logits.to(dtype), target, reduction="none")
-    return _masked_mean(bce, valid)
+    weight = positive_weight(target, valid, pos_weight, max_weight=pos_weight_max)
+    return _masked_mean(_bce(logits.to(dtype), target, weight), valid)
 
 
 def focal_tversky(
@@ -180,26 +236,37 @@ def bce_ftl(
     beta: float = 0.3,
     gamma: float = 4 / 3,
     smooth: float = 1.0,
+    pos_weight: PosWeight = 1.0,
+    pos_weight_max: float = AUTO_POS_WEIGHT_MAX,
 ) -> Tensor:
     """lam * BCE + (1 - lam) * focal Tversky, for thin, rare foreground (grounding lines).
 
     BCE keeps pixel-wise gradients well behaved early in training; the focal Tversky term
     (see :func:`focal_tversky`; alpha weights FALSE NEGATIVES as in Abraham & Khan's code, not
-    false positives as in smp/MONAI) stops the empty background from dominating.
+    false positives as in smp/MONAI) stops the empty background from dominating. ``pos_weight``
+    weights the line pixels in the BCE term only (see :func:`pixel_bce`); called directly the loss
+    is unweighted, while :func:`build_loss` applies :data:`LINE_POS_WEIGHT`.
     """
-    bce = pixel_bce(logits, target, valid)
+    bce = pixel_bce(logits, target, valid, pos_weight=pos_weight, pos_weight_max=pos_weight_max)
     ftl = focal_tversky(logits, target, valid, alpha=alpha, beta=beta, gamma=gamma, smooth=smooth)
     return lam * bce + (1 - lam) * ftl
 
 
 def focal_loss(
-    logits: Tensor, target: Tensor, valid: Tensor | None = None, *, gamma: float = 3.0
+    logits: Tensor,
+    target: Tensor,
+    valid: Tensor | None = None,
+    *,
+    gamma: float = 3.0,
+    pos_weight: PosWeight = 1.0,
+    pos_weight_max: float = AUTO_POS_WEIGHT_MAX,
 ) -> Tensor:
     """Focal loss (Lin et al.), mean over valid pixels; gamma = 0 gives plain BCE / CE.
 
-    One channel (B,1,H,W) or (B,H,W): binary with float targets in 0..1. K > 1 channels:
-    softmax over classes with int64 class targets (B,H,W); targets at invalid pixels may hold
-    any value (e.g. 255) since they are never looked up.
+    One channel (B,1,H,W) or (B,H,W): binary with float targets in 0..1, and ``pos_weight``
+    weights the foreground term of its BCE (see :func:`pixel_bce`). K > 1 channels: softmax over
+    classes with int64 class targets (B,H,W); targets at invalid pixels may hold any value (e.g.
+    255) since they are never looked up; ``pos_weight`` must stay 1 there.
     """
     dtype = _float_dtype(logits)
     if logits.ndim == 3 or (logits.ndim == 4 and logits.shape[1] == 1):
@@ -207,11 +274,15 @@ def focal_loss(
         valid = _as_mask(valid, logits)
         target = _clean_binary_target(target, valid, dtype)
         logits = logits.to(dtype)
-        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        bce = _bce(logits, target, positive_weight(target, valid, pos_weight, max_weight=pos_weight_max))
         probabilities = torch.sigmoid(logits)
         p_true = probabilities * target + (1 - probabilities) * (1 - target)
         return _masked_mean((1 - p_true) ** gamma * bce, valid)
 
+    if pos_weight != 1.0:
+        raise ConfigError(
+            f"pos_weight applies to one-channel (binary) logits, got {logits.shape[1]} classes: drop it"
+        )
     valid, target = _clean_class_target(logits, target, valid)
     log_probs = F.log_softmax(logits.to(dtype), dim=1)
     log_p_true = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
@@ -308,7 +379,7 @@ def _regional_from_batch(logits: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
     return regional_loss(logits, groups, _batch_value(batch, "group_targets", "regional"))
 
 
-def _pixel_loss(function: Callable[..., Tensor], name: str, **options: float) -> LossFn:
+def _pixel_loss(function: Callable[..., Tensor], name: str, **options: float | str) -> LossFn:
     def loss(logits: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
         target = _batch_value(batch, "target", name)
         return function(logits, target, batch.get("valid"), **options)
@@ -316,24 +387,38 @@ def _pixel_loss(function: Callable[..., Tensor], name: str, **options: float) ->
     return loss
 
 
-_OPTIONS: dict[str, dict[str, float]] = {
+_UNWEIGHTED: dict[str, PosWeight] = {"pos_weight": 1.0, "pos_weight_max": AUTO_POS_WEIGHT_MAX}
+_OPTIONS: dict[str, dict[str, PosWeight]] = {
     "regional": {},
     "pixel-mse": {},
-    "pixel-ce": {},
-    "bce-ftl": {"lam": 0.25, "alpha": 0.7, "beta": 0.3, "gamma": 4 / 3, "smooth": 1.0},
-    "focal": {"gamma": 3.0},
+    "pixel-ce": dict(_UNWEIGHTED),
+    "bce-ftl": {
+        "lam": 0.25, "alpha": 0.7, "beta": 0.3, "gamma": 4 / 3, "smooth": 1.0,
+        "pos_weight": LINE_POS_WEIGHT, "pos_weight_max": AUTO_POS_WEIGHT_MAX,
+    },
+    "focal": {"gamma": 3.0, **_UNWEIGHTED},
     "ce": {},
 }
 LOSS_NAMES: tuple[str, ...] = tuple(_OPTIONS)
 
 
-def _check_options(name: str, options: dict[str, float]) -> None:
+def _check_options(name: str, options: dict[str, PosWeight]) -> None:
     def bad(message: str) -> ConfigError:
         return ConfigError(f"loss '{name}': {message}")
 
     for key, value in options.items():
+        if key == "pos_weight" and value == AUTO:
+            continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise bad(f"option '{key}' must be a number, got {value!r}")
+            hint = " or 'auto'" if key == "pos_weight" else ""
+            raise bad(f"option '{key}' must be a number{hint}, got {value!r}")
+        if not math.isfinite(value):
+            raise bad(f"option '{key}' must be finite, got {value!r}")
+    if "pos_weight" in options:
+        if options["pos_weight"] != AUTO and options["pos_weight"] <= 0:
+            raise bad(f"pos_weight must be > 0 or 'auto', got {options['pos_weight']}")
+        if options["pos_weight_max"] < 1:
+            raise bad(f"pos_weight_max must be >= 1, got {options['pos_weight_max']}")
     if name == "bce-ftl":
         if not 0 <= options["lam"] <= 1:
             raise bad(f"lam must lie in [0, 1], got {options['lam']}")
@@ -345,8 +430,11 @@ def _check_options(name: str, options: dict[str, float]) -> None:
         raise bad(f"gamma must be >= 0, got {options['gamma']}")
 
 
-def build_loss(name: str, **kwargs: float) -> LossFn:
-    """The loss called ``name`` (see :data:`LOSS_NAMES`) as a ``loss_fn(logits, batch)``."""
+def loss_options(name: str, **kwargs: PosWeight) -> dict[str, PosWeight]:
+    """Every option of the loss called ``name``, the defaults filled in and all checked.
+
+    What a run should record (config.json): the loss it trained with, not only the options given.
+    """
     if name not in _OPTIONS:
         raise ConfigError(f"unknown loss '{name}'; valid names: {', '.join(LOSS_NAMES)}")
     allowed = _OPTIONS[name]
@@ -358,7 +446,16 @@ def build_loss(name: str, **kwargs: float) -> LossFn:
         )
     options = {**allowed, **kwargs}
     _check_options(name, options)
+    return options
 
+
+def build_loss(name: str, **kwargs: PosWeight) -> LossFn:
+    """The loss called ``name`` (see :data:`LOSS_NAMES`) as a ``loss_fn(logits, batch)``.
+
+    Options not given take the defaults of :data:`_OPTIONS` (see :func:`loss_options`); for
+    ``bce-ftl`` (the binary task's loss) that includes ``pos_weight`` = :data:`LINE_POS_WEIGHT`.
+    """
+    options = loss_options(name, **kwargs)
     if name == "regional":
         return _regional_from_batch
     functions: dict[str, Callable[..., Tensor]] = {

@@ -8,8 +8,10 @@ masks (plus a small margin) goes through ``scipy.ndimage.distance_transform_edt`
 large raster with a short line stays cheap. A line across the whole scene still costs a few
 bytes x the scene's pixels (roughly 2 GB for 10k x 10k).
 
-Undefined scores (no valid pixel, constant truth for R2, a class absent from both maps) are
-``float("nan")``; the empty-mask conventions of each line score are stated in its docstring.
+Undefined scores (no valid pixel, constant truth for R2, a class absent from both maps, a
+distance to a missing line) are ``float("nan")``; the empty-mask conventions of each line score
+are stated in its docstring. :class:`LineAccumulator` averages distances over the found lines
+only and counts the empty cases apart, so a miss never enters a mean as a made-up distance.
 """
 
 from __future__ import annotations
@@ -139,6 +141,24 @@ class PolygonAccumulator:
         seen = np.flatnonzero(self._count)
         return {int(i): float(self._sum[i] / self._count[i]) for i in seen}
 
+    def mean_array(self) -> NDArray[np.float64]:
+        """Mean prediction indexed by polygon id; NaN for ids never seen on a valid pixel (and for 0)."""
+        out = np.full(max(self._sum.size, 1), np.nan)
+        np.divide(self._sum, self._count, out=out[: self._sum.size], where=self._count > 0)
+        return out
+
+    def paint(self, polygon_ids: ArrayLike, means: NDArray[np.float64] | None = None) -> NDArray[np.float32]:
+        """Each pixel's polygon mean (NaN outside polygons); pass ``mean_array()`` once when painting
+        many strips, so the means are not recomputed for each."""
+        means = self.mean_array() if means is None else means
+        ids = np.asarray(polygon_ids)
+        inside = (ids > 0) & (ids < means.size)
+        if np.issubdtype(ids.dtype, np.floating):
+            inside &= np.isfinite(ids)
+        out = np.full(ids.shape, np.nan, dtype="float32")
+        out[inside] = means[ids[inside].astype(np.int64)]
+        return out
+
     def result(self, polygon_sic: Mapping[int, float]) -> dict[str, float | int]:
         """``{"r2", "rmse", "n_polygons"}`` over polygons with a valid pixel and a finite SIC.
 
@@ -163,6 +183,14 @@ class PolygonAccumulator:
 
 
 # --------------------------------------------------------------------------- binary masks
+
+
+def dice_from_counts(true_pos: ArrayLike, n_pred: ArrayLike, n_truth: ArrayLike) -> NDArray[np.float64]:
+    """Dice = 2 TP / (predicted + true), element-wise; 1.0 where both masks are empty (nothing to
+    find, nothing wrongly found). The one home of that convention, for whole scenes and patches alike."""
+    true_pos, n_pred, n_truth = (np.asarray(a, dtype=np.float64) for a in (true_pos, n_pred, n_truth))
+    denominator = n_pred + n_truth
+    return np.where(denominator > 0, 2 * true_pos / np.maximum(denominator, 1), 1.0)
 
 
 class BinaryCounts:
@@ -198,8 +226,7 @@ class BinaryCounts:
 
     @property
     def dice(self) -> float:
-        denominator = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denominator if denominator else 1.0
+        return float(dice_from_counts(self.tp, self.tp + self.fp, self.tp + self.fn))
 
     @property
     def iou(self) -> float:
@@ -293,13 +320,11 @@ def tolerant_iou(pred: ArrayLike, truth: ArrayLike, *, tolerance: float = 2) -> 
     return hits / (hits + false_pos + misses)
 
 
-def _empty_distance(
-    pred_any: bool, truth_any: bool, shape: tuple[int, ...], pixel_size: float
-) -> float:
-    """0 when both are empty; the image diagonal (the stated worst value) when one is."""
-    if pred_any == truth_any:
-        return 0.0
-    return float(np.hypot(*shape)) * pixel_size
+def _empty_distance(pred_any: bool, truth_any: bool) -> float:
+    """0 when both are empty; NaN when one is (as MONAI): no distance to a line that is not
+    there. A finite stand-in such as the image diagonal would depend on the raster's size and
+    would mix misses into a mean of distances; :class:`LineAccumulator` counts them apart."""
+    return 0.0 if pred_any == truth_any else NAN
 
 
 def hd95(pred: ArrayLike, truth: ArrayLike, *, pixel_size: float = 1.0) -> float:
@@ -307,12 +332,12 @@ def hd95(pred: ArrayLike, truth: ArrayLike, *, pixel_size: float = 1.0) -> float
 
     The larger of the two directed 95th percentiles (MONAI / DeepMind surface-distance
     convention), percentiles interpolated linearly. Both masks empty -> 0.0; exactly one empty
-    -> the image diagonal * pixel_size (a finite worst value, never NaN).
+    -> NaN (MONAI's convention; a missed line has no distance).
     """
     pred_mask, truth_mask = _two_masks(pred, truth)
     pred_any, truth_any = bool(pred_mask.any()), bool(truth_mask.any())
     if not pred_any or not truth_any:
-        return _empty_distance(pred_any, truth_any, pred_mask.shape, pixel_size)
+        return _empty_distance(pred_any, truth_any)
     window = _union_crop(pred_mask, truth_mask)
     pred_edge, truth_edge = _boundary(pred_mask[window]), _boundary(truth_mask[window])
     forward = np.percentile(_distance_to(truth_edge)[pred_edge], 95)
@@ -332,7 +357,7 @@ def mean_line_distance(pred: ArrayLike, truth: ArrayLike, *, pixel_size: float =
     pred_mask, truth_mask = _two_masks(pred, truth)
     pred_any, truth_any = bool(pred_mask.any()), bool(truth_mask.any())
     if not pred_any or not truth_any:
-        return _empty_distance(pred_any, truth_any, pred_mask.shape, pixel_size)
+        return _empty_distance(pred_any, truth_any)
     window = _union_crop(pred_mask, truth_mask)
     pred_line = skeletonize(pred_mask[window])
     truth_line = skeletonize(truth_mask[window])
@@ -355,7 +380,8 @@ def binary_line_metrics(
     """All binary / line scores of one scene; pixels outside ``valid`` count as background.
 
     Keys: dice, precision, recall, iou, boundary_f and iou_tol (at ``tolerance`` pixels),
-    hd95_px, hd95_m and line_distance_m (pixel_size = metres per pixel).
+    hd95_px, hd95_m and line_distance_m (pixel_size = metres per pixel; NaN when exactly one
+    mask is empty).
     """
     pred_mask, truth_mask = _two_masks(pred, truth)
     if valid is not None:
@@ -364,7 +390,7 @@ def binary_line_metrics(
     counts = BinaryCounts()
     counts.update(pred_mask, truth_mask)
     if pred_mask.any() and truth_mask.any():
-        # Crop once instead of in every score; the empty-mask diagonal needs the full shape.
+        # Crop once instead of in every score.
         window = _union_crop(pred_mask, truth_mask)
         pred_mask, truth_mask = pred_mask[window], truth_mask[window]
     hd95_px = hd95(pred_mask, truth_mask)
@@ -376,6 +402,71 @@ def binary_line_metrics(
         "hd95_m": hd95_px * pixel_size,
         "line_distance_m": mean_line_distance(pred_mask, truth_mask, pixel_size=pixel_size),
     }
+
+
+class LineAccumulator:
+    """Line scores over many scenes or patches, one :func:`binary_line_metrics` case at a time.
+
+    Each case is one of: *found* (both masks hold a line), *missed* (the truth holds one, the
+    prediction none), *false alarm* (the prediction holds one, the truth none) or *both empty*.
+    Distance means (HD95, line distance) run over the found cases only, since a missing line
+    has no distance; the other cases are counted apart. Overlap means (dice, boundary F, tolerant
+    IoU) run over every case with each score's empty-mask convention.
+    """
+
+    MEAN_KEYS = ("dice", "boundary_f", "iou_tol")
+    DISTANCE_KEYS = ("hd95_px", "hd95_m", "line_distance_m")
+
+    def __init__(self, *, pixel_size: float = 1.0, tolerance: float = 2) -> None:
+        self.pixel_size = pixel_size
+        self.tolerance = tolerance
+        self.n_found = self.n_missed = self.n_false_alarm = self.n_both_empty = 0
+        self._sums = dict.fromkeys(self.MEAN_KEYS + self.DISTANCE_KEYS, 0.0)
+
+    @property
+    def n(self) -> int:
+        return self.n_found + self.n_missed + self.n_false_alarm + self.n_both_empty
+
+    def update(self, pred: ArrayLike, truth: ArrayLike, valid: ArrayLike | None = None) -> dict[str, float]:
+        """Score one scene or patch, count its case, and return its own scores."""
+        scores = binary_line_metrics(pred, truth, pixel_size=self.pixel_size, tolerance=self.tolerance, valid=valid)
+        pred_mask, truth_mask = _two_masks(pred, truth)
+        if valid is not None:
+            keep = _valid_mask(valid, pred_mask)
+            pred_mask, truth_mask = pred_mask & keep, truth_mask & keep
+        pred_any, truth_any = bool(pred_mask.any()), bool(truth_mask.any())
+        if pred_any and truth_any:
+            self.n_found += 1
+            for key in self.DISTANCE_KEYS:
+                self._sums[key] += scores[key]
+        elif truth_any:
+            self.n_missed += 1
+        elif pred_any:
+            self.n_false_alarm += 1
+        else:
+            self.n_both_empty += 1
+        for key in self.MEAN_KEYS:
+            self._sums[key] += scores[key]
+        return scores
+
+    def result(self) -> dict[str, float | int]:
+        """Counts (``n``, ``n_found``, ``n_missed``, ``n_false_alarm``, ``n_both_empty``,
+        ``n_empty_prediction`` = missed + both empty, ``n_empty_truth`` = false alarms + both
+        empty) and means (``<score>_mean``; distances over the found cases, NaN when none)."""
+        out: dict[str, float | int] = {
+            "n": self.n,
+            "n_found": self.n_found,
+            "n_missed": self.n_missed,
+            "n_false_alarm": self.n_false_alarm,
+            "n_both_empty": self.n_both_empty,
+            "n_empty_prediction": self.n_missed + self.n_both_empty,
+            "n_empty_truth": self.n_false_alarm + self.n_both_empty,
+        }
+        for key in self.MEAN_KEYS:
+            out[f"{key}_mean"] = self._sums[key] / self.n if self.n else NAN
+        for key in self.DISTANCE_KEYS:
+            out[f"{key}_mean"] = self._sums[key] / self.n_found if self.n_found else NAN
+        return out
 
 
 # --------------------------------------------------------------------------- class maps
@@ -423,10 +514,11 @@ class ConfusionAccumulator:
         self._matrix += flat.reshape(self.n_classes, self.n_classes)
 
     def result(self) -> dict[str, float | list[float]]:
-        """``{"miou", "f1", "accuracy", "per_class_iou"}``; f1 is the macro mean.
+        """``{"miou", "f1", "f1_weighted", "accuracy", "per_class_iou"}``; f1 is the macro mean.
 
         Classes absent from both prediction and truth are left out of the means and get NaN in
-        ``per_class_iou``.
+        ``per_class_iou``. ``f1_weighted`` weighs each class's F1 by its true pixel count, as
+        scikit-learn's ``f1_score(average="weighted")`` (the AI4Arctic challenge's SOD / FLOE score).
         """
         matrix = self._matrix.astype(np.float64)
         true_pos = np.diag(matrix)
@@ -438,10 +530,38 @@ class ConfusionAccumulator:
             f1 = np.where(present, 2 * true_pos / (2 * true_pos + false_pos + false_neg), np.nan)
         total = matrix.sum()
         if total == 0:
-            return {"miou": NAN, "f1": NAN, "accuracy": NAN, "per_class_iou": iou.tolist()}
+            return {"miou": NAN, "f1": NAN, "f1_weighted": NAN, "accuracy": NAN, "per_class_iou": iou.tolist()}
+        support = matrix.sum(axis=1)  # a class only predicted has support 0: weight 0, as sklearn
         return {
             "miou": float(iou[present].mean()),
             "f1": float(f1[present].mean()),
+            "f1_weighted": float(np.sum(np.where(support > 0, f1, 0.0) * support) / total),
             "accuracy": float(true_pos.sum() / total),
             "per_class_iou": [float(value) for value in iou],
         }
+
+
+# --------------------------------------------------------------------------- AI4Arctic challenge
+
+AUTOICE_WEIGHTS = {"SIC": 2, "SOD": 2, "FLOE": 1}
+"""The AutoICE challenge's combined score: (2 SIC R2 + 2 SOD F1 + 1 FLOE F1) / 5."""
+AUTOICE_CLASSES = {"SIC": 11, "SOD": 6, "FLOE": 7}
+"""Classes per chart: SIC 0..10 (10 % bins), SOD 0..5 (water .. old ice), FLOE 0..6 (water .. bergs)."""
+
+
+def sic_classes(sic: ArrayLike) -> NDArray[np.float64]:
+    """SIC fraction 0..1 -> the challenge's classes 0..10 (10 % bins), halves rounded up (0.35 -> 4);
+    NaN stays NaN.
+
+    The 1e-6 keeps halves stored inexactly (0.35 in float32 is 0.3499999940) on the upper class.
+    """
+    values = np.asarray(sic, dtype=np.float64)
+    return np.clip(np.floor(values * 10 + 0.5 + 1e-6), 0, 10)
+
+
+def autoice_score(scores: Mapping[str, float]) -> float:
+    """(2 SIC + 2 SOD + 1 FLOE) / 5 from the per-chart scores; NaN unless all three are given."""
+    if any(chart not in scores for chart in AUTOICE_WEIGHTS):
+        return NAN
+    total = sum(AUTOICE_WEIGHTS.values())
+    return float(sum(weight * scores[chart] for chart, weight in AUTOICE_WEIGHTS.items()) / total)

@@ -1,4 +1,4 @@
-"""Figures written beside the products: training curves (other stages add their own functions).
+"""Figures written beside the products: training curves, the patch coverage map.
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas, not through pyplot:
 no global backend switch, no figure registry to leak, safe in a headless run. Files are written
@@ -10,8 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from icetools.errors import EmptyInputError
 from icetools.io.atomic import atomic_path
+from icetools.patches_io import CELL
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import numpy as np
 
 
 def _finite(value: object) -> float | None:
@@ -64,3 +71,46 @@ def plot_training_curves(
     with atomic_path(path, overwrite=True) as tmp:
         figure.savefig(tmp, format="png")
     return path
+
+
+SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:red"}
+
+
+def plot_coverage(
+    frame: gpd.GeoDataFrame, coverage: Mapping[str, np.ndarray], png_path: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Per scene, the coverage cells with the footprints outlined by split: where the model will learn.
+
+    ``coverage`` is :func:`icetools.patches_io.coverage_maps` of the frame (scene path -> patches per cell).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    scenes = list(coverage)
+    if not scenes:
+        raise EmptyInputError("no patches were sampled, so there is no coverage to plot")
+    cols = min(len(scenes), 3)
+    rows_n = math.ceil(len(scenes) / cols)
+    figure = Figure(figsize=(5 * cols, 5 * rows_n))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows_n, cols, squeeze=False)
+    for ax in axes.ravel()[len(scenes) :]:
+        ax.set_axis_off()
+    for ax, scene_path in zip(axes.ravel(), scenes):
+        cover = coverage[scene_path]
+        image = ax.imshow(cover, cmap="viridis", extent=(0, cover.shape[1] * CELL, cover.shape[0] * CELL, 0),
+                          interpolation="nearest")
+        figure.colorbar(image, ax=ax, shrink=0.7, label="patches per pixel")
+        for _, record in frame[frame["scene"] == scene_path].iterrows():
+            ax.add_patch(Rectangle((record["col_off"], record["row_off"]), record["size"], record["size"],
+                                   fill=False, lw=0.8, edgecolor=SPLIT_COLOURS.get(record["split"], "white")))
+        ax.set_title(Path(scene_path).name, fontsize=9)
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+    handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor=c, label=s) for s, c in SPLIT_COLOURS.items()]
+    figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    with atomic_path(png_path, overwrite=overwrite) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    return Path(png_path)

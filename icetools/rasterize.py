@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rasterio.features
@@ -30,6 +29,7 @@ from icetools.grid import Grid
 from icetools.io.raster import iter_strips, open_raster_writer
 from icetools.io.scene import open_scene
 from icetools.io.vector import read_vectors
+from icetools.progress import Progress, report
 from icetools.sigrid import decode_ct
 
 STRIP_ROWS = 1024
@@ -89,7 +89,9 @@ def _polygon_values(frame, attr: str | None, source: Path) -> np.ndarray:
             raise DataError(f"attribute '{attr}' of {source.name} is not numeric (e.g. {values[0]!r})") from None
     ct_column = next((c for c in frame.columns if c.upper() == "CT"), None)
     if ct_column is None:
-        raise DataError(f"{source.name} has no SIGRID-3 'CT' attribute: pass --attr NAME to burn a numeric attribute")
+        raise DataError(
+            f"{source.name} has no SIGRID-3 'CT' attribute: name a numeric attribute to burn instead (attr)"
+        )
     type_column = next((c for c in frame.columns if c.upper() == "POLY_TYPE"), None)
     types = frame[type_column] if type_column else [None] * len(frame)
     return np.array([decode_ct(ct, pt) for ct, pt in zip(frame[ct_column], types)], dtype="float64")
@@ -117,7 +119,7 @@ def plan_burn(vector: str | Path, grid: Grid, *, attr: str | None = None, layer:
     inside = (np.maximum(pc[0], pc[1]) >= 0) & (np.minimum(pc[0], pc[1]) <= grid.width) & \
              (np.maximum(pr[0], pr[1]) >= 0) & (np.minimum(pr[0], pr[1]) <= grid.height)
     if not inside.any():
-        raise EmptyInputError(f"no feature of {vector.name} overlaps the scene: check the CRS (or --vector-crs)")
+        raise EmptyInputError(f"no feature of {vector.name} overlaps the scene: check the CRS (or set vector_crs)")
     if kind == "lines":
         return BurnPlan(geometries, np.ones(len(geometries), dtype="int64"), transform, kind, {})
     ids = _polygon_ids(frame)
@@ -153,9 +155,12 @@ def rasterize_to_file(
     vector_crs: str | None = None,
     overwrite: bool = False,
     strip_rows: int = STRIP_ROWS,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
-    """Rasterize ``vector`` onto the grid of ``like`` and write the labels GeoTIFF strip by strip."""
+    """Rasterize ``vector`` onto the grid of ``like`` and write the labels GeoTIFF strip by strip.
+
+    ``progress`` gets "rows" events: scene rows written of the scene's height.
+    """
     with open_scene(like) as scene:
         grid = scene.grid
     plan = plan_burn(vector, grid, attr=attr, layer=layer, vector_crs=vector_crs)
@@ -181,8 +186,7 @@ def rasterize_to_file(
                 writer.write(np.stack([strip.astype("float32"), lookup[strip]]), window)
             else:
                 writer.write(strip, window)
-            if progress:
-                progress((window.row_off + window.height) / grid.height)
+            report(progress, "rows", int(window.row_off + window.height), grid.height)
     if burned == 0:
         # The bounding boxes met the scene but no pixel was burned: treat like "outside".
         Path(output).unlink()

@@ -1,20 +1,29 @@
-"""FCtL's contextual refinement: crude probability mosaics, and a refiner paired with the model it refines.
+"""FCtL's contextual refinement: what a refiner learns from, and on which data.
 
-The refiner redraws a crude mask with a twice-larger context of that mask in view. It must learn
-from crude masks made exactly as ``predict --merge refine`` makes them at inference: the normal
-sliding-window engine, overlap averaging, K probability bands (seams and all). So both paths
-write one: training keeps a crude GeoTIFF per scene under ``RUN/crude/`` (reused while neither
-the scene nor the segmentation model changed), predict streams one into a temporary file beside
-its output. The paper trains the refiner on a NOT converged segmentation model (the checkpoint
-at 40 % of training), whose masks still hold the errors a refiner should learn to remove.
+The refiner redraws a crude mask with a twice-larger context of that mask and the scene's image in
+view (see :mod:`icetools.models.refiner`: a residual over the crude mask, gated by its confidence).
+It must learn from inputs made exactly as ``predict --merge refine`` makes them: both paths write
+them with :func:`icetools.inference.refinement.write_refiner_inputs` (the normal sliding-window
+engine, overlap averaging, K probability bands, seams and all, then the image as the segmentation
+model reads it). Training keeps one such raster per scene under ``RUN/crude/`` (reused while neither
+the scene nor the segmentation model changed).
+
+**Held-out crude masks.** Where the segmentation model trained, its crude masks are right and
+over-confident: a refiner taught there learns to trust them, and on a new scene it then makes maps
+worse. So the refiner learns where the model did not: on the blocks that were the model's
+validation blocks (the ``val`` split; seen only to pick its best epoch), and it is validated on the
+``test`` blocks (:func:`held_out_splits`). K-fold models would give held-out masks of every block,
+at K times the cost of the segmentation model: not affordable on a CPU budget, whereas the block
+split costs nothing. When the model learnt from other scenes altogether, every split is held out
+already and is used as sampled.
+
+This module imports :mod:`icetools.inference`, never the reverse: predict needs nothing from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,54 +31,59 @@ from typing import TYPE_CHECKING, Any
 import rasterio
 
 from icetools.errors import ConfigError, DataError, InputFileError
-from icetools.io.raster import RasterWriter, base_profile, open_raster, open_raster_writer
-from icetools.io.scene import Scene, open_scene
-from icetools.predict import (
-    MergeStats,
+from icetools.inference import (
+    CRUDE_MERGE,
     Predictor,
     WindowPlan,
+    crude_band_names,
     load_predictor,
+    model_classes,
     plan_windows,
-    scene_inputs,
-    scene_strip_reader,
-    sliding_window_merge,
-    window_weights,
 )
+from icetools.inference.refinement import REFINER_FORMAT, image_band_names, write_refiner_inputs
+from icetools.io.raster import open_raster
+from icetools.io.scene import open_scene
+from icetools.modeldir import CONFIG_FILE, WEIGHTS_FILE
+from icetools.progress import Progress, relabel, report
+from icetools.tasks import REFINER_MODEL
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from icetools.grid import Grid
-
 CRUDE_DIR = "crude"  # inside the refiner's run directory
 CRUDE_SUFFIX = "_crude.tif"
 CRUDE_OVERLAP = 0.25  # predict's default overlap: the seams the refiner sees at training are those of a default run
-CRUDE_MERGE = "average"
-REFINER_MODEL = "refiner"
-
-CrudeProgress = Callable[[dict[str, Any]], None]
-"""progress(event) with ``{"event": "crude", "scene", "done", "total", "reused"}`` per scene."""
+CRUDE_STAGE = "crude"
+"""Progress stage of the crude mosaics: info ``{"scene", "index", "scenes", "path", "reused", "finished"}``."""
 
 
 @dataclass(frozen=True)
 class RefineSource:
-    """The segmentation model whose crude masks a refiner learns to redraw."""
+    """The segmentation model whose crude masks (and image channels) a refiner learns to redraw."""
 
     predictor: Predictor
     model_dir: Path
     model_name: str
     task: str
     n_classes: int
-    band_names: tuple[str, ...]
+    band_names: tuple[str, ...]  # the crude probability bands
+    image_names: tuple[str, ...] = ()  # the image channels as the model reads them, ``image:<channel>``
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The refiner's inputs: the crude bands, then the image channels."""
+        return self.band_names + self.image_names
 
     @property
     def channels(self) -> int:
-        return len(self.band_names)
+        return len(self.input_names)
 
     def record(self) -> dict[str, Any]:
-        """What the refiner's config.json keeps under ``refines``."""
+        """What the refiner's config.json keeps under ``refines``: what it reads, from which model."""
+        config = self.predictor.config if self.predictor is not None else {}
         return {
+            "format": REFINER_FORMAT,
             "model_dir": str(self.model_dir),
             "model": self.model_name,
             "task": self.task,
@@ -77,34 +91,23 @@ class RefineSource:
             "crude_inputs": list(self.band_names),
             "crude_merge": CRUDE_MERGE,
             "crude_overlap": CRUDE_OVERLAP,
+            "image_inputs": list(self.image_names),
+            "image_source": {
+                "inputs": config.get("inputs"),
+                "input_transforms": config.get("input_transforms"),
+                "normalization": config.get("normalization"),
+                "note": "image channels as the model reads them (transforms, then its normalisation)",
+            },
         }
 
 
-def crude_band_names(config: Mapping[str, Any], channels: int) -> tuple[str, ...]:
-    """Band names of a crude mosaic: ``probability`` for one channel, ``p_<class>`` for several."""
-    if channels == 1:
-        return ("probability",)
-    names = config.get("class_names")
-    if isinstance(names, list) and len(names) == channels and len(set(map(str, names))) == channels:
-        return tuple(f"p_{name}" for name in names)
-    return tuple(f"p_class{k}" for k in range(channels))
-
-
-def model_classes(predictor: Predictor) -> int:
-    """Classes a model tells apart: config n_classes (multiclass), else 1 (sic and binary maps)."""
-    if predictor.task != "multiclass":
-        return 1
-    declared = predictor.config.get("n_classes")
-    return int(declared) if isinstance(declared, int) else predictor.out_channels()
-
-
 def open_refine_source(model_dir: str | Path, *, device: str | torch.device | None = "auto") -> RefineSource:
-    """The --from model of a refiner run, ready to predict crude mosaics."""
+    """The model a refiner run learns from (``from_model``), ready to predict crude mosaics."""
     model_dir = Path(model_dir)
     predictor = load_predictor(model_dir, device)
     name = str((predictor.config.get("model") or {}).get("name", "?"))
     if name == REFINER_MODEL:
-        raise ConfigError(f"--from {model_dir} is itself a refiner: give the segmentation model it should refine")
+        raise ConfigError(f"{model_dir} is itself a refiner: train a refiner from the segmentation model it should refine")
     return RefineSource(
         predictor=predictor,
         model_dir=model_dir.resolve(),
@@ -112,103 +115,81 @@ def open_refine_source(model_dir: str | Path, *, device: str | torch.device | No
         task=predictor.task,
         n_classes=model_classes(predictor),
         band_names=crude_band_names(predictor.config, predictor.out_channels()),
+        image_names=image_band_names(predictor.config),
     )
 
 
-def check_pairing(model: Predictor, refiner: Predictor) -> None:
-    """A refiner fits a segmentation model of the same task, classes and crude channels; else one line."""
-    where = refiner.source or "the refiner"
-    refines = refiner.config.get("refines")
-    if not isinstance(refines, Mapping):
-        raise ConfigError(
-            f"{where} is not a refiner (its config has no 'refines' entry): train one with "
-            "`icetools train --model refiner --from MODEL_DIR`"
-        )
-    if refiner.task != model.task:
-        raise ConfigError(f"{where} refines {refiner.task} masks but the model's task is {model.task}: pair models of one task")
-    model_n, refiner_n = model_classes(model), model_classes(refiner)
-    if model_n != refiner_n:
-        raise ConfigError(
-            f"{where} refines {refiner_n} classes but the model has {model_n}: "
-            "train a refiner --from a model with these classes"
-        )
-    channels = model.out_channels()
-    if refiner.in_channels is not None and refiner.in_channels != channels:
-        raise ConfigError(
-            f"{where} reads {refiner.in_channels} crude probability bands but the model returns {channels}: "
-            "train a refiner --from a model with these outputs"
-        )
-
-
 # --------------------------------------------------------------------------------------------
-# Writing a crude mosaic
+# Held-out data: the blocks the model did not learn from
+
+HELD_OUT_SPLITS = {"val": "train", "test": "val"}
+"""A refiner's splits from its model's: learn on the model's val blocks, validate on its test blocks."""
 
 
-@contextlib.contextmanager
-def plain_geotiff(path: Path, grid: Grid, *, count: int, band_names: Sequence[str], tags: Mapping[str, str]) -> Iterator[RasterWriter]:
-    """A plain tiled float32 GeoTIFF written in place: for a temporary file the caller removes.
+@dataclass(frozen=True)
+class RefinerData:
+    """Which of the patches' splits a refiner learns and validates on, and why (config.json's record)."""
 
-    Unlike ``open_raster_writer`` there is no COG copy (no overviews, fast DEFLATE): the file
-    lives for one run and is read back strip by strip, never shown.
-    """
-    profile = base_profile(grid, count=count, dtype="float32", nodata=float("nan"))
-    profile["zlevel"] = 1
-    ds = rasterio.open(path, "w", **profile)
-    with ds:
-        if grid.has_gcps:
-            ds.gcps = (list(grid.gcps), grid.gcp_crs)
-        for i, name in enumerate(band_names, start=1):
-            ds.set_band_description(i, name)
-        ds.update_tags(**tags)
-        yield RasterWriter(ds)
+    shifted: bool
+    why: str
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The patches (or blocks) rows with the refiner's splits; the model's train rows dropped."""
+        return held_out_splits(frame) if self.shifted else frame
+
+    def record(self) -> dict[str, Any]:
+        """config.json's ``refines.training_data`` (``shifted`` also tells a resumed run which rows to use)."""
+        if self.shifted:
+            return {"shifted": True, "train": "the val blocks of the patches (the model did not learn there)",
+                    "val": "the test blocks of the patches", "why": self.why}
+        return {"shifted": False, "train": "the train blocks of the patches", "val": "the val blocks of the patches",
+                "why": self.why}
 
 
-def write_crude_mosaic(
-    scene: Scene,
-    predictor: Predictor,
-    output: str | Path,
-    *,
-    plan: WindowPlan,
-    batch: int = 8,
-    tags: Mapping[str, str] | None = None,
-    temporary: bool = False,
-    overwrite: bool = False,
-    lock: threading.Lock | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> MergeStats:
-    """Overlap-averaged probabilities (K float32 bands, NaN = no data) of ``predictor`` over ``scene``.
-
-    ``temporary``: a plain GeoTIFF written in place (the caller removes it); otherwise a COG that
-    appears whole or not at all.
-    """
-    lock = lock or threading.Lock()
-    names = scene_inputs(scene, predictor)
-    channels = predictor.out_channels()
-    band_names = crude_band_names(predictor.config, channels)
-    tags = {"product": "crude class probabilities (overlap-averaged) for a refiner", "merge": CRUDE_MERGE,
-            "model": predictor.source or "(in memory)", "tile": str(plan.tile), **(tags or {})}
-    if temporary:
-        writer_context = plain_geotiff(Path(output), scene.grid, count=channels, band_names=band_names, tags=tags)
-    else:
-        writer_context = open_raster_writer(output, scene.grid, count=channels, dtype="float32", nodata=float("nan"),
-                                            band_names=band_names, tags=tags, overwrite=overwrite)
-    with writer_context as writer:
-        stats = sliding_window_merge(
-            scene_strip_reader(scene, names, mean=predictor.mean, std=predictor.std, lock=lock),
-            predictor,
-            plan,
-            channels=channels,
-            weights=window_weights(plan.tile, CRUDE_MERGE),
-            write_rows=lambda window, probs: writer.write(probs, window),
-            batch=batch,
-            context_scales=predictor.context_scales,
-            progress=progress,
-        )
-        if stats.valid_pixels == 0:
+def held_out_splits(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the val and test splits, relabelled train and val (:data:`HELD_OUT_SPLITS`); attrs kept."""
+    for split in HELD_OUT_SPLITS:
+        if not (frame["split"] == split).any():
             raise DataError(
-                f"{scene.path.name} has no valid pixel in {', '.join(names)} (all NaN / nodata / land): nothing to refine"
+                f"a refiner learns on the blocks its model did not train on (the {', '.join(HELD_OUT_SPLITS)} "
+                f"blocks), but the patches have no {split!r} ones: sample patches with val and test shares "
+                "(the default 70/15/15)"
             )
-    return stats
+    out = frame[frame["split"].isin(list(HELD_OUT_SPLITS))].copy()
+    out["split"] = out["split"].map(HELD_OUT_SPLITS)
+    out = out.reset_index(drop=True)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def _resolved(paths: Sequence[object]) -> set[str]:
+    return {str(Path(str(p)).resolve()) for p in paths if p}
+
+
+def refiner_data(
+    frame: pd.DataFrame, model_config: Mapping[str, Any], *, patches_path: str | Path | None
+) -> RefinerData:
+    """Shift the splits (:func:`held_out_splits`) unless the model provably learnt from other scenes.
+
+    The model's config.json names its patches file and scenes (``provenance``). The same patches
+    file, shared scenes, or no record at all: the model's train blocks are among these scenes, so the
+    refiner takes the val and test blocks. Disjoint scenes: every split is unseen and kept.
+    """
+    provenance = model_config.get("provenance") or {}
+    model_patches = provenance.get("patches")
+    model_scenes = _resolved(provenance.get("scenes") or [])
+    scenes = _resolved(list(frame["scene"]))
+    if patches_path is not None and model_patches and _resolved([patches_path]) == _resolved([model_patches]):
+        why = "the model was trained on these patches: its train blocks hold over-confident crude masks"
+    elif model_scenes and not model_scenes & scenes:
+        return RefinerData(False, "the model learnt from other scenes: every split here is held out")
+    elif model_scenes:
+        why = "the model learnt from some of these scenes: its train blocks there hold over-confident crude masks"
+    else:
+        why = "the model's config does not say what it learnt from: assumed these patches"
+    data = RefinerData(True, why)
+    data.apply(frame)  # a DataError now, before any run directory exists
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,8 +213,6 @@ def crude_path_for(scene: str | Path, crude_dir: Path, *, taken: set[str]) -> Pa
 
 def _identity_tags(scene: Path, source: RefineSource, plan: WindowPlan) -> dict[str, str]:
     """What a crude mosaic was made from: it is up to date while all of these still hold."""
-    from icetools.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-
     return {
         "crude_scene": str(scene.resolve()),
         "crude_scene_stamp": _file_stamp(scene),
@@ -242,6 +221,7 @@ def _identity_tags(scene: Path, source: RefineSource, plan: WindowPlan) -> dict[
         + _file_stamp(source.model_dir / CONFIG_FILE),
         "crude_tile": str(plan.tile),
         "crude_overlap": f"{CRUDE_OVERLAP:g}",
+        "crude_image": ",".join(source.image_names),
     }
 
 
@@ -263,41 +243,43 @@ def prepare_crude_inputs(
     *,
     splits: Sequence[str] = ("train", "val"),
     batch: int = 8,
-    progress: CrudeProgress | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
-    """scene path -> crude mosaic path for every scene with patches in ``splits``; stale ones remade."""
+    """scene path -> refiner input raster (crude mosaic + image channels) for every scene with patches
+    in ``splits``; stale ones remade.
+
+    Progress: ``crude`` events per scene (windows done while one is written, then one ``finished``).
+    """
     crude_dir = Path(crude_dir)
     crude_dir.mkdir(parents=True, exist_ok=True)
     scenes = list(dict.fromkeys(str(p) for p in frame.loc[frame["split"].isin(list(splits)), "scene"]))
-    notify = progress or (lambda event: None)
     taken: set[str] = set()
     mapping: dict[str, str] = {}
     tile = source.predictor.patch_size
     for index, scene_path in enumerate(scenes):
         target = crude_path_for(scene_path, crude_dir, taken=taken)
+        about = {"scene": Path(scene_path).name, "index": index, "scenes": len(scenes), "path": str(target)}
         with open_scene(scene_path) as scene:
             plan = plan_windows(scene.height, scene.width, tile=tile, overlap=CRUDE_OVERLAP)
             identity = _identity_tags(Path(scene_path), source, plan)
             reused = is_up_to_date(target, identity, channels=source.channels)
             if not reused:
-                write_crude_mosaic(
-                    scene, source.predictor, target, plan=plan, batch=batch, tags=identity, overwrite=True,
-                    progress=lambda done, total, name=scene.path.name: notify(
-                        {"event": "crude", "scene": name, "done": done, "total": total, "reused": False,
-                         "index": index, "scenes": len(scenes)}),
+                write_refiner_inputs(
+                    scene, source.predictor, target, plan=plan, image=bool(source.image_names), batch=batch,
+                    tags=identity, overwrite=True,
+                    progress=relabel(progress, CRUDE_STAGE, **about, reused=False, finished=False),
                 )
-        notify({"event": "crude", "scene": Path(scene_path).name, "done": 1, "total": 1, "reused": reused,
-                "index": index, "scenes": len(scenes), "finished": True, "path": str(target)})
+        report(progress, CRUDE_STAGE, 1, 1, **about, reused=reused, finished=True)
         mapping[scene_path] = str(target.resolve())
     return mapping
 
 
 def identity_normalization(channels: int) -> dict[str, list[float]]:
-    """Crude probabilities are fed as they are: mean 0, std 1 for every band."""
+    """A refiner's inputs are fed as they are (probabilities, and image channels normalised when written)."""
     return {"mean": [0.0] * channels, "std": [1.0] * channels}
 
 
 __all__ = [
-    "CRUDE_DIR", "CRUDE_OVERLAP", "RefineSource", "check_pairing", "crude_band_names",
-    "identity_normalization", "model_classes", "open_refine_source", "prepare_crude_inputs", "write_crude_mosaic",
+    "CRUDE_DIR", "CRUDE_OVERLAP", "CRUDE_STAGE", "HELD_OUT_SPLITS", "RefineSource", "RefinerData", "crude_band_names",
+    "held_out_splits", "identity_normalization", "open_refine_source", "prepare_crude_inputs", "refiner_data",
 ]

@@ -1,6 +1,6 @@
 """A grid of short training runs over architectures and loss options, ranked by validation loss.
 
-Each configuration trains with :func:`icetools.train.train_model` into its own subdirectory (a full
+Each configuration trains with :func:`icetools.training.train_model` into its own subdirectory (a full
 model directory, so the winner can go straight to ``predict``); ``sweep.csv`` collects one row per
 run. Every configuration is resolved against the data before the first run starts, so a typo in
 the last one does not surface after an hour of training.
@@ -13,21 +13,21 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icetools.errors import ConfigError, InputFileError, OutputExistsError
-from icetools.train import TrainOptions, load_patches, resolve_setup, train_model
+from icetools.io.atomic import atomic_path
+from icetools.models import build_model, model_class
+from icetools.progress import Progress, report
+from icetools.training import TrainOptions, load_patches, resolve_setup, train_model
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SWEEP_FILE = "sweep.csv"
-
-RunProgress = Callable[[dict[str, Any]], None]
-"""progress(event): ``{"event": "run_start", "index", "runs", "name"}`` or a train_model event."""
 
 
 def split_values(text: str) -> list[Any]:
@@ -98,14 +98,12 @@ def expand_grid(
     ds_weights: Sequence[Sequence[float]] | None = None,
 ) -> list[SweepConfig]:
     """Every combination; ds_weights vary only for models with deep supervision heads (unet++)."""
-    from icetools.models import model_class
-
     loss_args = dict(loss_args or {})
     model_args = dict(model_args or {})
     for what, grid in (("loss", loss_args), ("model", model_args)):
         for key, values in grid.items():
             if not values:
-                raise ConfigError(f"--{what}-arg {key}: give at least one value")
+                raise ConfigError(f"{what}_args {key}: give at least one value")
     configs: list[SweepConfig] = []
     seen: set[str] = set()
     loss_keys, model_keys = list(loss_args), list(model_args)
@@ -114,7 +112,7 @@ def expand_grid(
         itertools.product(*(loss_args[k] for k in loss_keys)),
         itertools.product(*(model_args[k] for k in model_keys)),
     ):
-        has_heads = model is not None and hasattr(model_class(model), "forward_heads")
+        has_heads = model is not None and model_class(model).can_deep_supervise
         for weights in (ds_weights if ds_weights and has_heads else [None]):
             config = SweepConfig(
                 name="",
@@ -164,22 +162,23 @@ def run_sweep(
     base: TrainOptions,
     configs: Sequence[SweepConfig],
     *,
-    progress: RunProgress | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train every configuration into OUT_DIR/<name>/; rows ranked by best validation loss.
 
     Returns ``{"rows": [...], "stopped_because": "done" | "interrupted", "csv": path}``. An
     interrupted run (Ctrl-C) ends the sweep; the rows so far are still written.
-    """
-    from icetools.models import build_model
 
+    ``progress`` gets a "run" Event as each run starts (done = runs finished; info ``index``,
+    ``name``) and one when the sweep ends, and every train_model Event in between.
+    """
     if not configs:
-        raise ConfigError("the sweep grid is empty: give at least one --model or --loss value")
+        raise ConfigError("the sweep grid is empty: give at least one model or loss")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(f"{out_dir} exists and is a file: choose a folder for the sweep")
     if out_dir.exists() and any(out_dir.iterdir()) and not base.overwrite:
-        raise OutputExistsError(f"{out_dir} exists: pass --overwrite to replace the sweep")
+        raise OutputExistsError(f"{out_dir} exists: set overwrite to replace the sweep")
     frame, _ = load_patches(patches)
     planned = [(config, options_for(base, config)) for config in configs]
     for config, options in planned:  # fail fast: every configuration must make sense for the data
@@ -189,13 +188,12 @@ def run_sweep(
         except ConfigError as exc:
             raise ConfigError(f"sweep run {config.name}: {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    notify = progress or (lambda event: None)
 
     rows: list[dict[str, Any]] = []
     stopped = "done"
     for index, (config, options) in enumerate(planned, start=1):
-        notify({"event": "run_start", "index": index, "runs": len(planned), "name": config.name})
-        summary = train_model(frame, out_dir / config.name, options, progress=notify)
+        report(progress, "run", index - 1, len(planned), index=index, name=config.name)
+        summary = train_model(frame, out_dir / config.name, options, progress=progress)
         row = config.columns()
         row.update({
             "best_val_loss": summary.get("best_val_loss"),
@@ -209,6 +207,7 @@ def run_sweep(
         if summary["stopped_because"] == "interrupted":
             stopped = "interrupted"
             break
+    report(progress, "run", len(rows), len(planned))
     rows.sort(key=_rank_key)
     path = write_sweep_csv(rows, out_dir / SWEEP_FILE)
     return {"rows": rows, "stopped_because": stopped, "csv": str(path)}
@@ -216,8 +215,6 @@ def run_sweep(
 
 def write_sweep_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """One row per run, config columns first, then scores; written atomically."""
-    from icetools.io.atomic import atomic_path
-
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)

@@ -1,5 +1,5 @@
 """Tests for the context windows of FCtL and the refiner (icetools.contexts), as the training data
-path (icetools.data) and the predict engine (icetools.predict) read them.
+path (icetools.data) and the inference engine (icetools.inference) read them.
 
 The scene's pixels encode their own coordinates (value = row * 1000 + col), so what a context holds
 can be computed by hand: reflected coordinates beyond the edge, block means after the resize.
@@ -20,7 +20,8 @@ from icetools.contexts import context_window, read_contexts
 from icetools.data import PatchDataset
 from icetools.io.raster import write_raster
 from icetools.io.scene import GeoTiffScene, open_scene
-from icetools.predict import context_margin, scene_strip_reader, stack_windows
+from icetools.inference.mosaic import scene_strip_reader
+from icetools.inference.windows import context_margin, stack_windows
 
 HEIGHT, WIDTH = 60, 80
 TILE = 12  # scale 2 -> 24 px (blocks of 2), scale 3 -> 36 px (blocks of 3): exact block means
@@ -152,7 +153,7 @@ def test_a_training_sample_at_the_corner_reads_windows_not_the_scene(
 
 
 def test_predict_strips_stay_within_the_context_margin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from icetools.predict import plan_windows, sliding_window_merge, window_weights
+    from icetools.inference import plan_windows, sliding_window_merge, window_weights
 
     size, tile = 160, 16
     path = write_raster(tmp_path / "tall.tif", coordinates(size, 48)[None], affine_grid(size, 48), nodata=None,
@@ -205,7 +206,7 @@ def test_predict_sees_the_same_context_windows_as_training(tmp_path: Path) -> No
 def test_a_context_model_of_the_patch_alone_gets_a_window_axis(coord_scene: Path, tmp_path: Path) -> None:
     """fctl with context_scales [1] takes (B, 1, C, H, W): both paths must give it that axis."""
     from icetools.models import build_model
-    from icetools.predict import make_predictor, predict_scene
+    from icetools.inference import PredictJob, make_predictor, predict_scene
 
     labels = write_raster(tmp_path / "c.tif", np.zeros((HEIGHT, WIDTH), "uint8"), affine_grid(HEIGHT, WIDTH),
                           nodata=255, band_names=["class"])
@@ -219,6 +220,6 @@ def test_a_context_model_of_the_patch_alone_gets_a_window_axis(coord_scene: Path
     model = build_model("fctl", in_channels=2, out_channels=3, width=1 / 32, context_scales=[1.0]).eval()
     predictor = make_predictor(model, {"task": "multiclass", "inputs": ["a", "b"], "n_classes": 3}, device="cpu")
     assert predictor.window_axis and predictor(np.zeros((2, 2, 16, 16), "float32")).shape == (2, 3, 16, 16)
-    predict_scene(coord_scene, predictor, None, tmp_path / "o.tif", tile=16)
+    predict_scene(PredictJob(coord_scene, tmp_path / "o.tif", predictor, tile=16))
     with open_scene(tmp_path / "o.tif") as out:
         assert out.read(["class"]).shape == (1, HEIGHT, WIDTH)

@@ -11,7 +11,7 @@ import pytest
 import shapely
 import torch
 from rasterio.windows import Window
-from scenes import affine_grid
+from fixtures import affine_grid, two_polygon_chart, write_ai4arctic
 
 from icetools.data import (
     PatchDataset,
@@ -277,36 +277,8 @@ def test_loader_batches_one_scene_with_groups(tmp_path: Path, workers: int) -> N
     assert seen == 18
 
 
-def write_ai4arctic(path: Path, size: int = 64) -> Path:
-    """A minimal AI4Arctic raw-layout netCDF carrying its own chart (polygon ids + SIGRID-3 codes)."""
-    import netCDF4
-
-    with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("sar_lines", size)
-        ds.createDimension("sar_samples", size)
-        data = np.full((size, size), -15, "f4")
-        data[:6, :6] = np.nan
-        for name, offset in (("nersc_sar_primary", 0), ("nersc_sar_secondary", -10)):
-            ds.createVariable(name, "f4", ("sar_lines", "sar_samples"))[:] = data + offset
-        chart = np.full((size, size), 1, "f4")
-        chart[:, size // 2 :] = 2
-        chart[:, -4:] = np.nan  # outside the chart
-        ds.createVariable("polygon_icechart", "f4", ("sar_lines", "sar_samples"))[:] = chart
-        ds.createDimension("polygon_codes", 3)
-        codes = ds.createVariable("polygon_codes", str, ("polygon_codes",))
-        codes[0] = "poly_id;CT;CA;SA;FA;CB;SB;FB;CC;SC;FC;CN;CD;CF;POLY_TYPE"
-        codes[1] = "1;92;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;I"
-        codes[2] = "2;46;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;I"
-        lines, samples = np.meshgrid(np.linspace(0, size - 1, 21), np.linspace(0, size - 1, 21), indexing="ij")
-        ds.createDimension("sar_grid_points", 441)
-        for name, values in {"sar_grid_line": lines, "sar_grid_sample": samples,
-                             "sar_grid_latitude": 75 + lines * 4e-4, "sar_grid_longitude": -20 + samples * 1e-3}.items():
-            ds.createVariable(name, "f8", ("sar_grid_points",))[:] = values.ravel()
-    return path
-
-
 def test_netcdf_chart_gives_the_sic_target(tmp_path: Path) -> None:
-    path = write_ai4arctic(tmp_path / "scene.nc")
+    path = write_ai4arctic(tmp_path / "scene.nc", chart=two_polygon_chart(64, 64, uncharted=4))
     frame = patch_frame(path, "", [(0, 0, "train")], size=64)
     sample = PatchDataset(frame, "train", inputs=["HH", "HV"], normalization=IDENTITY, task="sic")[0]
     with open_scene(path) as scene:

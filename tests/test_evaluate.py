@@ -8,62 +8,35 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from pyproj import CRS
-from typer.testing import CliRunner
+from fixtures import write_ai4arctic
+from scoring.helpers import HAND_R2, HAND_RMSE, NAN, OFFSET, PIXEL_M, TRUTH, run_cli, sic_pair_files, write
 
-from icetools.cli.app import app
 from icetools.errors import CRSError, DataError, MissingVariableError
 from icetools.evaluate import evaluate, json_safe, parse_class_names
-from icetools.grid import Grid
 from icetools.io.raster import write_raster
 from icetools.io.scene import open_scene
-
-PIXEL_M = 40.0
-NAN = np.nan
-
-
-def grid(height: int, width: int) -> Grid:
-    return Grid(height, width, crs=CRS.from_epsg(3413), transform=Affine(PIXEL_M, 0, 1000, 0, -PIXEL_M, 5000))
-
-
-def write(path: Path, bands: dict[str, np.ndarray], *, nodata: float | None, tags: dict | None = None) -> Path:
-    data = np.stack(list(bands.values()))
-    return write_raster(path, data, grid(*data.shape[1:]), nodata=nodata, band_names=list(bands), tags=tags)
-
-
-def run_cli(*args: object):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 # --------------------------------------------------------------------------- SIC
 
-TRUTH = np.array([[0.0, 0.2, 0.4, 0.5], [0.6, 0.8, 1.0, NAN]], dtype="float32")
-OFFSET = np.array([[0.1, -0.1, 0.0, 0.0], [0.0, 0.2, -0.2, 0.0]], dtype="float32")
-# pred[0, 3] is NaN and truth[1, 3] is NaN: 6 pixels count.
-# SS_res = .01 + .01 + 0 + .04 + .04 = 0.10; truth mean 0.5; SS_tot = .25+.09+.01+.01+.09+.25 = 0.70
-HAND_R2 = 1 - 0.10 / 0.70
-HAND_RMSE = math.sqrt(0.10 / 6)
-
 
 @pytest.fixture
 def sic_pair(tmp_path: Path) -> tuple[Path, Path]:
-    pred = TRUTH + OFFSET
-    pred[0, 3] = NAN
-    truth = write(tmp_path / "truth.tif", {"SIC": TRUTH}, nodata=NAN)
-    return write(tmp_path / "pred.tif", {"SIC": pred.astype("float32")}, nodata=NAN), truth
+    return sic_pair_files(tmp_path)
 
 
 def test_sic_pixel_r2_rmse_by_hand_skipping_nan(sic_pair: tuple[Path, Path]) -> None:
     pred, truth = sic_pair
-    seen: list[float] = []
+    seen = []
     result = evaluate(pred, truth, strip_rows=1, progress=seen.append)  # one row per strip
     assert result["task"] == "sic"
     assert result["n_pixels"] == 6
     assert result["metrics"]["r2"] == pytest.approx(HAND_R2, abs=1e-6)
     assert result["metrics"]["rmse"] == pytest.approx(HAND_RMSE, abs=1e-6)
     assert "polygon_r2" not in result["metrics"]  # a plain SIC truth has no polygons
-    assert seen == [0.5, 1.0]
+    assert [(event.stage, event.fraction) for event in seen] == [("rows", 0.5), ("rows", 1.0)]
+    assert result["warnings"] == []  # float 0..1 without units: icetools' own convention, no guess
+    assert result["units"]["truth"]["units"] == "fraction"
     whole = evaluate(pred, truth)
     assert whole["metrics"]["r2"] == pytest.approx(result["metrics"]["r2"], rel=1e-12)
 
@@ -74,10 +47,17 @@ def test_sic_uint8_percent_prediction_is_divided_by_100(tmp_path: Path, sic_pair
     percent[0, 3] = 255  # nodata
     percent[1, 3] = 70
     pred = write(tmp_path / "pred_pct.tif", {"SIC": percent.astype("uint8")}, nodata=255)
-    result = evaluate(pred, truth)
+    with pytest.warns(UserWarning, match="taken as percent"):  # no units tag: a guess, said in one line
+        result = evaluate(pred, truth)
     assert result["n_pixels"] == 6
     assert result["metrics"]["r2"] == pytest.approx(HAND_R2, abs=1e-6)
     assert result["metrics"]["rmse"] == pytest.approx(HAND_RMSE, abs=1e-6)
+    assert len(result["warnings"]) == 1 and "up to 100" not in result["warnings"][0]
+    # predict's own output says units=percent: no guess, no warning
+    tagged = write(tmp_path / "pred_tagged.tif", {"SIC": percent.astype("uint8")}, nodata=255, tags={"units": "percent"})
+    result = evaluate(tagged, truth)
+    assert result["warnings"] == [] and result["units"]["prediction"]["source"] == "file tag units=percent"
+    assert result["metrics"]["r2"] == pytest.approx(HAND_R2, abs=1e-6)
 
 
 def test_sic_ice_edge_accuracy_and_f1(tmp_path: Path) -> None:
@@ -124,27 +104,9 @@ def test_polygon_level_from_polygons_option_with_pixel_truth(tmp_path: Path) -> 
 
 
 def _netcdf_scene(path: Path, ids: np.ndarray, codes: list[str]) -> Path:
-    import netCDF4
-
-    height, width = ids.shape
-    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
-        ds.createDimension("sar_lines", height)
-        ds.createDimension("sar_samples", width)
-        ds.createDimension("sar_sample_2dgrid_points", 2)
-        ds.createDimension("sar_line_2dgrid_points", 2)
-        ds.createDimension("polygon_rows", len(codes))
-        sar = ds.createVariable("nersc_sar_primary", "f4", ("sar_lines", "sar_samples"))
-        sar[:] = np.zeros((height, width), "float32") - 20
-        chart = ds.createVariable("polygon_icechart", "u1", ("sar_lines", "sar_samples"), fill_value=255)
-        chart[:] = ids.astype("uint8")
-        table = ds.createVariable("polygon_codes", str, ("polygon_rows",))
-        for i, row in enumerate(codes):
-            table[i] = row
-        lat = ds.createVariable("sar_grid2d_latitude", "f8", ("sar_sample_2dgrid_points", "sar_line_2dgrid_points"))
-        lon = ds.createVariable("sar_grid2d_longitude", "f8", ("sar_sample_2dgrid_points", "sar_line_2dgrid_points"))
-        lat[:] = [[75.0, 74.99], [75.0, 74.99]]
-        lon[:] = [[-20.0, -20.0], [-19.97, -19.97]]
-    return path
+    return write_ai4arctic(
+        path, shape=ids.shape, chart=ids, chart_dtype="u1", chart_fill=255, codes=codes, geolocation="grid2d"
+    )
 
 
 def test_netcdf_chart_as_truth_gives_pixel_and_polygon_scores(tmp_path: Path) -> None:
@@ -235,15 +197,49 @@ def test_binary_empty_mask_conventions_in_json(tmp_path: Path) -> None:
     assert both["metrics"]["hd95_px"] == 0.0 and both["metrics"]["line_distance_m"] == 0.0
     assert both["metrics"]["dice"] == 1.0
     assert any("both masks empty" in text for text in both["conventions"])
+    assert both["line_cases"]["n_both_empty"] == 1 and both["line_cases"]["n_found"] == 0
 
     out = tmp_path / "one.json"
     assert run_cli("evaluate", empty, "--truth", line, "--json", out).exit_code == 0
     one = json.loads(out.read_text())
     assert one["empty_masks"] == "prediction"
-    assert one["metrics"]["hd95_px"] == pytest.approx(math.hypot(6, 8))
-    assert one["metrics"]["hd95_m"] == pytest.approx(10 * PIXEL_M)
+    # a missed line has no distance (null, as MONAI), never the image diagonal; it is counted instead
+    assert one["metrics"]["hd95_px"] is None and one["metrics"]["hd95_m"] is None
+    assert one["metrics"]["line_distance_m"] is None
     assert one["metrics"]["dice"] == 0.0 and one["metrics"]["recall"] == 0.0
-    assert any("image diagonal" in text for text in one["conventions"])
+    cases = one["line_cases"]
+    assert (cases["n"], cases["n_missed"], cases["n_empty_prediction"], cases["n_empty_truth"]) == (1, 1, 1, 0)
+    assert cases["hd95_px_mean"] is None
+    assert any("undefined" in text and "n_missed" in text for text in one["conventions"])
+
+    false_alarm = evaluate(line, empty_truth)
+    assert false_alarm["line_cases"]["n_false_alarm"] == 1 and false_alarm["line_cases"]["n_empty_truth"] == 1
+    assert math.isnan(false_alarm["metrics"]["hd95_px"])
+
+
+def test_binary_patches_average_distances_over_found_lines(tmp_path: Path) -> None:
+    # four 8 x 8 patches: a line found 2 px off, a missed line, a false alarm, nothing at all
+    truth, pred = np.zeros((16, 16), "uint8"), np.zeros((16, 16), "uint8")
+    truth[2, 1:7], pred[4, 1:7] = 1, 1
+    truth[3, 9:15] = 1
+    pred[12, 1:7] = 1
+    truth_path = write(tmp_path / "truth.tif", {"line": truth}, nodata=255)
+    pred_path = write(tmp_path / "pred.tif", {"line": pred}, nodata=255)
+    seen = []
+    result = evaluate(pred_path, truth_path, patch_size=8, progress=seen.append)
+    patches = result["patch_cases"]
+    assert patches["size"] == 8
+    counts = ("n", "n_found", "n_missed", "n_false_alarm", "n_both_empty", "n_empty_prediction", "n_empty_truth")
+    assert [patches[key] for key in counts] == [4, 1, 1, 1, 1, 2, 2]
+    assert patches["hd95_px_mean"] == pytest.approx(2.0)
+    assert patches["line_distance_m_mean"] == pytest.approx(2 * PIXEL_M)
+    assert patches["dice_mean"] == pytest.approx(0.25)  # 0, 0, 0 and 1 (nothing to find)
+    assert result["metrics"]["patch_hd95_px_mean"] == pytest.approx(2.0)
+    assert result["metrics"]["patches_missed"] == 1
+    assert result["line_cases"]["n_found"] == 1  # the scene as a whole: both hold lines
+    assert [event.done for event in seen if event.stage == "patches"] == [1, 2, 3, 4]
+    table = run_cli("evaluate", pred_path, "--truth", truth_path, "--patch-size", 8).stderr
+    assert "patches_missed" in table and "over patches with a found line" in table
 
 
 # --------------------------------------------------------------------------- multiclass

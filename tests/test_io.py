@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
-from scenes import affine_grid, gcp_grid, write_scene
+from fixtures import affine_grid, ai4arctic_bands, gcp_grid, two_polygon_chart, write_ai4arctic, write_scene
 
 from icetools.errors import CRSError, InputFileError, MissingVariableError, OutputExistsError
 from icetools.io.raster import open_raster_writer, write_raster
-from icetools.io.scene import open_scene
+from icetools.io.scene import TiePointField, open_scene
 
 
 def test_geotiff_keeps_crs_nodata_band_names_and_tags(tmp_path):
@@ -85,41 +85,15 @@ def test_band_aliases_and_missing_band(tmp_path):
         scene.read(["sar_incidenceangle"])
 
 
-def _write_ai4arctic(path, *, geolocation=True, ready=False):
-    """A minimal AI4Arctic-layout file written by hand (independent of icetools.synth)."""
-    import netCDF4
-
-    h, w = 40, 50
-    with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("sar_lines", h)
-        ds.createDimension("sar_samples", w)
-        hh = ds.createVariable("nersc_sar_primary", "f4", ("sar_lines", "sar_samples"))
-        hv = ds.createVariable("nersc_sar_secondary", "f4", ("sar_lines", "sar_samples"))
-        data = np.full((h, w), -15, "f4")
-        data[:5, :5] = np.nan
-        hh[:], hv[:] = data, data - 10
-        ids = ds.createVariable("polygon_icechart", "f4", ("sar_lines", "sar_samples"))
-        chart = np.full((h, w), 1, "f4")
-        chart[:, 25:] = 2
-        chart[:5, :5] = np.nan
-        ids[:] = chart
-        ds.createDimension("polygon_codes", 3)
-        codes = ds.createVariable("polygon_codes", str, ("polygon_codes",))
-        codes[0] = "poly_id;CT;CA;SA;FA;CB;SB;FB;CC;SC;FC;CN;CD;CF;POLY_TYPE"
-        codes[1] = "1;92;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;I"
-        codes[2] = "2;46;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;-9;I"
-        ds.createDimension("2km_grid_lines", 2)
-        ds.createDimension("2km_grid_samples", 2)
-        tb = ds.createVariable("btemp_18_7h", "f4", ("2km_grid_lines", "2km_grid_samples"))
-        tb[:] = np.array([[200, 210], [220, 230]], "f4")
-        if geolocation:
-            lines, samples = np.meshgrid(np.linspace(0, h - 1, 21), np.linspace(0, w - 1, 21), indexing="ij")
-            ds.createDimension("sar_grid_points", 441)
-            for name, values in {"sar_grid_line": lines, "sar_grid_sample": samples,
-                                 "sar_grid_latitude": 75 + lines * 4e-4, "sar_grid_longitude": -20 + samples * 1e-3}.items():
-                var = ds.createVariable(name, "f8", ("sar_grid_points",))
-                var[:] = values.ravel()
-    return path
+def _write_ai4arctic(path, *, geolocation: bool = True):
+    """A 40 x 50 raw-layout file with a land corner, a two-polygon chart and a 2 km brightness field."""
+    return write_ai4arctic(
+        path,
+        data=ai4arctic_bands(40, 50, land=5),
+        chart=two_polygon_chart(40, 50, land=5),
+        coarse={"btemp_18_7h": [[200, 210], [220, 230]]},
+        geolocation="tie-points" if geolocation else None,
+    )
 
 
 def test_ai4arctic_netcdf_reads_back(tmp_path):
@@ -157,3 +131,92 @@ def test_bad_files(tmp_path):
     broken_tif.write_bytes(b"II*\x00" + b"\x00" * 20)
     with pytest.raises(InputFileError, match="broken.tif"):
         open_scene(broken_tif)
+
+
+# --- the incidence angle from the tie points ------------------------------------------------------
+
+TIE_LINES = np.array([0.0, 13.0, 26.0, 39.0])
+TIE_SAMPLES = np.array([0.0, 10.0, 20.0, 30.0, 40.0, 49.0])
+
+
+def _incidence(lines, samples):
+    """Degrees: linear across range and along track, plus a product term bilinear interpolation keeps exact."""
+    return 19.5 + 0.55 * samples + 0.02 * lines + 1e-3 * lines * samples
+
+
+def _write_with_incidence(path, *, layout: str = "tie-points"):
+    import netCDF4
+
+    if layout == "tie-points":
+        lines, samples = np.meshgrid(TIE_LINES, TIE_SAMPLES, indexing="ij")
+        points = {"sar_grid_line": lines.ravel(), "sar_grid_sample": samples.ravel(),
+                  "sar_grid_latitude": 75.0 + lines.ravel() * 4e-4,
+                  "sar_grid_longitude": -20.0 + samples.ravel() * 1e-3}
+        write_ai4arctic(path, data=ai4arctic_bands(40, 50, land=5), points=points)
+        with netCDF4.Dataset(path, "a") as ds:
+            angle = ds.createVariable("sar_grid_incidenceangle", "f8", ("sar_grid_points",))
+            angle[:] = _incidence(lines, samples).ravel()
+    else:  # ready-to-train: scaled SAR with 0 on land, a 2 x 2 grid at the corners, dims (sample points, line points)
+        write_ai4arctic(path, data=np.nan_to_num(ai4arctic_bands(40, 50, land=5) / 10), geolocation="grid2d")
+        samples, lines = np.meshgrid([0.0, 49.0], [0.0, 39.0], indexing="ij")
+        with netCDF4.Dataset(path, "a") as ds:
+            dims = ("sar_sample_2dgrid_points", "sar_line_2dgrid_points")
+            ds.createVariable("sar_grid2d_incidenceangle", "f8", dims)[:] = _incidence(lines, samples)
+    return path
+
+
+def test_incidence_angle_is_a_band_read_by_window_exact_at_the_tie_points(tmp_path):
+    scene = open_scene(_write_with_incidence(tmp_path / "s.nc"))
+    assert "sar_incidence_angle" in scene.band_names
+    assert "sar_incidence_angle" not in scene.default_inputs  # offered, not imposed
+    window = Window(5, 10, 40, 25)  # columns 5..44, rows 10..34
+    angle = scene.read(["sar_incidence_angle"], window)[0]
+    assert angle.shape == (25, 40) and angle.dtype == np.float32
+    for line in TIE_LINES[(TIE_LINES >= 10) & (TIE_LINES < 35)]:
+        for sample in TIE_SAMPLES[(TIE_SAMPLES >= 5) & (TIE_SAMPLES < 45)]:
+            assert angle[int(line) - 10, int(sample) - 5] == np.float32(_incidence(line, sample))
+    rows, cols = np.mgrid[10:35, 5:45]
+    np.testing.assert_allclose(angle, _incidence(rows, cols), rtol=1e-6)  # bilinear between them
+    whole = scene.read(["sar_incidence_angle"])[0]
+    np.testing.assert_array_equal(whole[10:35, 5:45], angle)
+    beyond = scene.read(["sar_incidence_angle"], Window(45, 35, 10, 10))[0]
+    assert np.isfinite(beyond[:5, :5]).all() and np.isnan(beyond[5:]).all()  # padded beyond the scene edge
+
+
+def test_incidence_angle_of_a_ready_to_train_file(tmp_path):
+    scene = open_scene(_write_with_incidence(tmp_path / "r.nc", layout="grid2d"))
+    angle = scene.read(["sar_incidence_angle"])[0]
+    for line, sample in ((0, 0), (0, 49), (39, 0), (39, 49)):
+        assert angle[line, sample] == np.float32(_incidence(line, sample))
+    rows, cols = np.mgrid[:40, :50]
+    np.testing.assert_allclose(angle, _incidence(rows, cols), rtol=1e-6)
+    assert scene.kind == "ai4arctic-ready"
+    valid = scene.valid_mask(None, ["HH", "sar_incidence_angle"])
+    assert not valid[:5, :5].any() and valid[5:, 5:].all()  # all-zero SAR is land, whatever the angle says
+
+
+def test_a_scene_with_incidence_angles_still_pickles(tmp_path):
+    import pickle
+
+    scene = open_scene(_write_with_incidence(tmp_path / "s.nc"))
+    before = scene.read(["sar_incidence_angle"], Window(0, 0, 8, 8))
+    again = pickle.loads(pickle.dumps(scene))
+    np.testing.assert_array_equal(again.read(["sar_incidence_angle"], Window(0, 0, 8, 8)), before)
+
+
+def test_no_incidence_band_without_incidence_tie_points(tmp_path):
+    scene = open_scene(_write_ai4arctic(tmp_path / "s.nc"))
+    assert "sar_incidence_angle" not in scene.band_names
+    with pytest.raises(MissingVariableError, match="no band 'sar_incidence_angle'"):
+        scene.read(["sar_incidence_angle"])
+
+
+def test_scattered_tie_points_are_interpolated_too():
+    lines = np.array([0.0, 0.0, 20.0, 20.0, 9.0])
+    samples = np.array([0.0, 30.0, 0.0, 30.0, 14.0])
+    field = TiePointField(lines, samples, _incidence(lines, samples))  # not a full grid: triangulated
+    values = field.read(Window(0, 0, 31, 21))
+    for line, sample in zip(lines, samples):
+        assert values[int(line), int(sample)] == np.float32(_incidence(line, sample))
+    beyond = field.read(Window(40, 30, 2, 2))  # outside the triangulation: the nearest tie point
+    assert np.all(beyond == np.float32(_incidence(20.0, 30.0)))

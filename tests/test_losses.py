@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from icetools.errors import ConfigError
 from icetools.losses import (
+    AUTO_POS_WEIGHT_MAX,
+    LINE_POS_WEIGHT,
     LOSS_NAMES,
     TASK_LOSSES,
     bce_ftl,
@@ -18,8 +20,10 @@ from icetools.losses import (
     deep_supervision,
     focal_loss,
     focal_tversky,
+    loss_options,
     pixel_bce,
     pixel_mse,
+    positive_weight,
     regional_loss,
 )
 
@@ -247,7 +251,7 @@ def test_build_loss_reads_its_inputs_from_the_batch() -> None:
     assert build_loss("pixel-ce")(logits, batch).item() == pytest.approx(
         pixel_bce(logits, target, groups > 0).item()
     )
-    assert build_loss("bce-ftl", lam=1.0)(logits, batch).item() == pytest.approx(
+    assert build_loss("bce-ftl", lam=1.0, pos_weight=1.0)(logits, batch).item() == pytest.approx(
         pixel_bce(logits, target, groups > 0).item()
     )
 
@@ -272,3 +276,137 @@ def test_build_loss_errors_list_what_is_valid() -> None:
         build_loss("regional")(torch.zeros(1, 1, 2, 2), {"target": torch.zeros(1, 2, 2)})
     with pytest.raises(ConfigError, match="one output channel"):
         pixel_mse(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2), None)
+
+
+# --------------------------------------------------------------------------- positive weighting
+
+
+def rare_line_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits, a ~3 % foreground target and a valid mask with land (NaN targets) on it."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 1, 12, 10, generator=generator, dtype=torch.float64) * 2
+    target = (torch.rand(3, 12, 10, generator=generator) < 0.03).to(torch.float64)
+    target[0, 5, 2:6] = 1.0  # at least a few line pixels
+    valid = torch.rand(3, 12, 10, generator=generator) > 0.25
+    valid[0, 5, 2:6] = True
+    target[~valid] = float("nan")
+    return logits.requires_grad_(True), target, valid
+
+
+def reference_weighted_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, weight: float) -> torch.Tensor:
+    """The obvious per-pixel loop: -(w y log p + (1 - y) log(1 - p)), mean over valid pixels."""
+    terms = []
+    for index in valid.nonzero().tolist():
+        b, r, c = index
+        p = torch.sigmoid(logits[b, 0, r, c])
+        y = target[b, r, c]
+        terms.append(-(weight * y * torch.log(p) + (1 - y) * torch.log(1 - p)))
+    return torch.stack(terms).mean()
+
+
+def auto_weight_by_hand(target: torch.Tensor, valid: torch.Tensor) -> float:
+    positives = sum(1 for y, ok in zip(target.flatten().tolist(), valid.flatten().tolist()) if ok and y == 1)
+    negatives = int(valid.sum()) - positives
+    return min(max(negatives / max(positives, 1), 1.0), AUTO_POS_WEIGHT_MAX)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_weighted_bce_equals_the_plain_references_for_a_number_and_auto(seed: int) -> None:
+    logits, target, valid = rare_line_batch(seed)
+    weight = auto_weight_by_hand(target, valid)
+    assert 5 < weight < AUTO_POS_WEIGHT_MAX  # a real up-weighting, not the clip
+    for pos_weight, expected_weight in ((7.5, 7.5), ("auto", weight)):
+        loss = pixel_bce(logits, target, valid, pos_weight=pos_weight)
+        loop = reference_weighted_bce(logits, target, valid, expected_weight)
+        torch_reference = F.binary_cross_entropy_with_logits(
+            logits[:, 0][valid], target[valid], pos_weight=torch.tensor(expected_weight, dtype=torch.float64)
+        )
+        assert loss.item() == pytest.approx(loop.item(), rel=1e-9)
+        assert loss.item() == pytest.approx(torch_reference.item(), rel=1e-9)
+        (grad,) = torch.autograd.grad(loss, logits)
+        (grad_loop,) = torch.autograd.grad(loop, logits)
+        assert torch.isfinite(grad).all() and torch.allclose(grad, grad_loop, atol=1e-12)
+        assert grad[:, 0][~valid].abs().max().item() == 0.0  # land gets no gradient
+    assert pixel_bce(logits, target, valid, pos_weight=1.0).item() == pytest.approx(
+        reference_weighted_bce(logits, target, valid, 1.0).item(), rel=1e-9
+    )
+
+
+def test_bce_ftl_and_binary_focal_weight_only_their_bce_term() -> None:
+    logits, target, valid = rare_line_batch(2)
+    weight = auto_weight_by_hand(target, valid)
+    bce = reference_weighted_bce(logits, target, valid, weight).item()
+    ftl = focal_tversky(logits, target, valid).item()
+    for loss_fn in (build_loss("bce-ftl", pos_weight="auto"), build_loss("bce-ftl")):  # the default
+        loss = loss_fn(logits, {"target": target, "valid": valid})
+        assert loss.item() == pytest.approx(0.25 * bce + 0.75 * ftl, rel=1e-9)
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.isfinite(grad).all()
+    assert LINE_POS_WEIGHT == "auto"  # the binary task's default; change both together
+    assert loss_options("bce-ftl")["pos_weight"] == LINE_POS_WEIGHT
+    assert loss_options("focal")["pos_weight"] == 1.0 and loss_options("pixel-ce", pos_weight=4)["pos_weight"] == 4
+    focal = build_loss("focal", gamma=0.0, pos_weight=3.0)(logits, {"target": target, "valid": valid})
+    assert focal.item() == pytest.approx(reference_weighted_bce(logits, target, valid, 3.0).item(), rel=1e-9)
+    assert build_loss("pixel-ce", pos_weight=3.0)(logits, {"target": target, "valid": valid}).item() == (
+        pytest.approx(focal.item(), rel=1e-9)
+    )
+
+
+def test_auto_weight_on_an_all_background_batch_divides_by_nothing() -> None:
+    logits = torch.randn(2, 1, 6, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.zeros(2, 6, 6, dtype=torch.float64)
+    valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    assert positive_weight(target, valid, "auto").item() == AUTO_POS_WEIGHT_MAX  # clipped, finite
+    for loss_fn in (pixel_bce, bce_ftl, focal_loss):
+        loss = loss_fn(logits, target, valid, pos_weight="auto")
+        assert math.isfinite(loss.item())
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.isfinite(grad).all()
+    # No positive: the weight multiplies zero, so the loss is the unweighted one.
+    assert pixel_bce(logits, target, valid, pos_weight="auto").item() == pytest.approx(
+        pixel_bce(logits, target, valid).item()
+    )
+    nothing_valid = torch.zeros(2, 6, 6, dtype=torch.bool)
+    loss = bce_ftl(logits, torch.full_like(target, float("nan")), nothing_valid, pos_weight="auto")
+    assert loss.item() == 0.0
+    assert torch.isfinite(torch.autograd.grad(loss, logits)[0]).all()
+
+
+def test_auto_weight_is_clipped_and_never_below_one() -> None:
+    valid = torch.ones(1, 100, 100, dtype=torch.bool)
+    one_line_pixel = torch.zeros(1, 100, 100)
+    one_line_pixel[0, 50, 50] = 1.0
+    assert positive_weight(one_line_pixel, valid, "auto").item() == AUTO_POS_WEIGHT_MAX
+    assert positive_weight(one_line_pixel, valid, "auto", max_weight=20.0).item() == 20.0
+    mostly_line = torch.ones(1, 100, 100)
+    mostly_line[0, :10] = 0.0
+    assert positive_weight(mostly_line, valid, "auto").item() == 1.0
+    tenth = torch.zeros(1, 100, 100)
+    tenth[0, :10] = 1.0
+    valid_half = valid.clone()
+    valid_half[0, 50:] = False  # only valid pixels count: 1000 positives, 4000 negatives
+    assert positive_weight(tenth, valid_half, "auto").item() == pytest.approx(4.0)
+    assert positive_weight(tenth, valid, 1.0) is None
+
+
+def test_auto_weight_runs_on_meta_device_so_it_never_syncs_with_the_host() -> None:
+    logits = torch.randn(2, 1, 8, 8, device="meta", requires_grad=True)
+    target = torch.zeros(2, 8, 8, device="meta")
+    valid = torch.ones(2, 8, 8, dtype=torch.bool, device="meta")
+    loss = bce_ftl(logits, target, valid, pos_weight="auto")
+    loss.backward()
+    assert loss.shape == () and logits.grad is not None
+
+
+def test_pos_weight_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="'auto'"):
+        build_loss("bce-ftl", pos_weight="sometimes")
+    with pytest.raises(ConfigError, match="> 0"):
+        build_loss("pixel-ce", pos_weight=-2.0)
+    with pytest.raises(ConfigError, match="pos_weight_max"):
+        build_loss("focal", pos_weight_max=0.5)
+    with pytest.raises(ConfigError, match="valid options: none"):
+        build_loss("pixel-mse", pos_weight=2.0)
+    multiclass = build_loss("focal", pos_weight=2.0)
+    with pytest.raises(ConfigError, match="binary"):
+        multiclass(torch.zeros(1, 3, 2, 2), {"target": torch.zeros(1, 2, 2, dtype=torch.int64)})

@@ -11,14 +11,18 @@ from scipy.spatial.distance import cdist
 
 from icetools.errors import DataError
 from icetools.metrics import (
+    AUTOICE_CLASSES,
     BinaryCounts,
     ConfusionAccumulator,
+    LineAccumulator,
     PolygonAccumulator,
     SICAccumulator,
+    autoice_score,
     binary_line_metrics,
     boundary_f_score,
     hd95,
     mean_line_distance,
+    sic_classes,
     tolerant_iou,
 )
 
@@ -135,12 +139,14 @@ def test_hd95_takes_the_larger_directed_percentile() -> None:
 
 
 def test_hd95_empty_conventions() -> None:
+    # One mask empty: no distance (NaN, as MONAI), never a size-dependent stand-in like the diagonal.
     empty = np.zeros((6, 8), dtype=bool)
     line = horizontal_line((6, 8), 3, slice(0, 4))
     assert hd95(empty, empty) == 0.0
-    assert hd95(empty, line, pixel_size=2.0) == pytest.approx(20.0)  # diagonal 10 px
-    assert hd95(line, empty) == pytest.approx(10.0)
-    assert mean_line_distance(empty, line) == pytest.approx(10.0)
+    assert math.isnan(hd95(empty, line, pixel_size=2.0))
+    assert math.isnan(hd95(line, empty))
+    assert math.isnan(mean_line_distance(empty, line))
+    assert math.isnan(mean_line_distance(line, empty))
     assert mean_line_distance(empty, empty) == 0.0
 
 
@@ -227,7 +233,32 @@ def test_binary_line_metrics_gathers_all_scores() -> None:
     valid = np.ones((10, 10), dtype=bool)
     valid[4:] = False
     masked = binary_line_metrics(pred, truth, valid=valid)
-    assert masked["hd95_px"] == pytest.approx(math.hypot(10, 10))
+    assert math.isnan(masked["hd95_px"]) and math.isnan(masked["line_distance_m"])
+    assert masked["dice"] == 0.0 and masked["recall"] == 0.0  # a false alarm: one empty = worst
+
+
+def test_line_accumulator_averages_distances_over_found_lines_only() -> None:
+    lines = LineAccumulator(pixel_size=10.0, tolerance=1)
+    truth = horizontal_line((10, 10), 2, slice(1, 9))
+    empty = np.zeros((10, 10), dtype=bool)
+    found_near = lines.update(horizontal_line((10, 10), 4, slice(1, 9)), truth)  # 2 px off
+    lines.update(horizontal_line((10, 10), 8, slice(1, 9)), truth)  # 6 px off
+    missed = lines.update(empty, truth)
+    lines.update(truth, empty)  # false alarm
+    lines.update(empty, empty)
+    valid = np.ones((10, 10), dtype=bool)
+    valid[2] = False  # removes the truth's row: what is left is a false alarm
+    lines.update(horizontal_line((10, 10), 5, slice(1, 9)), truth, valid=valid)
+    assert found_near["hd95_px"] == pytest.approx(2.0) and math.isnan(missed["hd95_px"])
+    result = lines.result()
+    assert (result["n"], result["n_found"], result["n_missed"], result["n_false_alarm"], result["n_both_empty"]) == (
+        6, 2, 1, 2, 1)
+    assert result["n_empty_prediction"] == 2 and result["n_empty_truth"] == 3
+    assert result["hd95_px_mean"] == pytest.approx((2 + 6) / 2)  # the misses stay out
+    assert result["hd95_m_mean"] == pytest.approx(40.0)
+    assert result["line_distance_m_mean"] == pytest.approx(40.0)
+    assert result["dice_mean"] == pytest.approx(1 / 6)  # only the both-empty case scores 1
+    assert math.isnan(LineAccumulator().result()["hd95_px_mean"])
 
 
 # --------------------------------------------------------------------------- classes
@@ -254,3 +285,73 @@ def test_confusion_valid_mask_and_out_of_range_labels() -> None:
     assert accumulator.matrix.tolist() == [[0, 0], [1, 1]]
     with pytest.raises(DataError, match="ignore_index"):
         accumulator.update(np.array([0]), np.array([255]))
+
+
+def test_confusion_weighted_f1_by_hand() -> None:
+    # Same pixels as above: F1 per class 0.5, 2/3, 0.5 with true counts 2, 3, 2.
+    truth = np.array([0, 0, 1, 1, 2, 2, 1])
+    pred = np.array([0, 1, 1, 1, 2, 0, 2])
+    accumulator = ConfusionAccumulator(4)
+    accumulator.update(pred, truth)
+    assert accumulator.result()["f1_weighted"] == pytest.approx((0.5 * 2 + 2 / 3 * 3 + 0.5 * 2) / 7)
+    # A class only predicted weighs 0 (scikit-learn's 'weighted'): F1 of class 0 = 2/3, weight 2 of 2.
+    only_predicted = ConfusionAccumulator(2)
+    only_predicted.update(np.array([0, 1]), np.array([0, 0]))
+    assert only_predicted.result()["f1_weighted"] == pytest.approx(2 / 3)
+    assert math.isnan(ConfusionAccumulator(2).result()["f1_weighted"])
+
+
+# --------------------------------------------------------------------------- AI4Arctic challenge
+
+# Reference figures computed with scikit-learn 1.9.1 (r2_score, f1_score(average="weighted")) on
+# these very arrays; scikit-learn is not a dependency, so the test that calls it is skipped without it.
+SKLEARN_SEED = 13
+
+
+def challenge_arrays() -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(SKLEARN_SEED)
+    sic_truth = rng.integers(0, 11, 5000)
+    sic_pred = np.clip(sic_truth + rng.integers(-2, 3, 5000), 0, 10)
+    sod_truth = rng.integers(0, 6, 5000)
+    sod_pred = np.where(rng.random(5000) < 0.7, sod_truth, rng.integers(0, 6, 5000))
+    return sic_truth, sic_pred, sod_truth, sod_pred
+
+
+SKLEARN_SIC_R2 = 0.8318003566192739
+SKLEARN_SOD_F1 = 0.7624355263777716
+
+
+def test_sic_classes_round_halves_up_and_keep_nan() -> None:
+    sic = np.array([0.0, 0.04, 0.05, 0.149, 0.35, 0.45, 0.95, 1.0, 1.02, np.nan], dtype="float32")
+    classes = sic_classes(sic)
+    assert classes[:-1].tolist() == [0, 0, 1, 1, 4, 5, 10, 10, 10]
+    assert math.isnan(classes[-1])
+    tenths = np.arange(11, dtype="float32") * np.float32(0.1)  # a tenths truth read as fractions
+    assert sic_classes(tenths).tolist() == list(range(11))
+    assert sic_classes(np.arange(101) / 100).tolist() == [int(p // 10 + (p % 10 >= 5)) for p in range(101)]
+
+
+def test_class_r2_and_weighted_f1_equal_scikit_learn_figures_streamed() -> None:
+    sic_truth, sic_pred, sod_truth, sod_pred = challenge_arrays()
+    r2 = SICAccumulator()
+    confusion = ConfusionAccumulator(AUTOICE_CLASSES["SOD"])
+    for block in np.array_split(np.arange(5000), 7):  # the answer does not depend on the blocks
+        r2.update(sic_classes(sic_pred[block] / 10), sic_classes(sic_truth[block] / 10))
+        confusion.update(sod_pred[block], sod_truth[block])
+    assert r2.result()["r2"] == pytest.approx(SKLEARN_SIC_R2, abs=1e-12)
+    assert confusion.result()["f1_weighted"] == pytest.approx(SKLEARN_SOD_F1, abs=1e-12)
+    # and by hand with numpy, the same formulas scikit-learn documents
+    residual = float(((sic_pred - sic_truth) ** 2).sum())
+    assert r2.result()["r2"] == pytest.approx(1 - residual / float(((sic_truth - sic_truth.mean()) ** 2).sum()))
+
+
+def test_class_scores_against_scikit_learn_itself() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    sic_truth, sic_pred, sod_truth, sod_pred = challenge_arrays()
+    assert metrics.r2_score(sic_truth, sic_pred) == pytest.approx(SKLEARN_SIC_R2, abs=1e-12)
+    assert metrics.f1_score(sod_truth, sod_pred, average="weighted") == pytest.approx(SKLEARN_SOD_F1, abs=1e-12)
+
+
+def test_autoice_combined_score() -> None:
+    assert autoice_score({"SIC": 0.9, "SOD": 0.8, "FLOE": 0.5}) == pytest.approx((1.8 + 1.6 + 0.5) / 5)
+    assert math.isnan(autoice_score({"SIC": 0.9, "SOD": 0.8}))

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from icetools.errors import ConfigError, DataError, InputFileError
-from icetools.models import MODEL_NAMES, build_model, context_scales_of, model_class, model_spec
+from icetools.models import MODEL_NAMES, build_model, model_class, model_spec
+from icetools.models.base import IcetoolsModel
+from icetools.tasks import REFINER_MODEL
 from icetools.models.blocks import ASPP, AttentionGate, PyramidPooling
 from icetools.models.fctl import ContextCorrelation
 
@@ -31,14 +33,16 @@ SMALL_ARGS: dict[str, dict] = {
 
 def small_model(name: str, *, out_channels: int = 1, **extra: object) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(name, in_channels=IN_CHANNELS, out_channels=out_channels, **{**SMALL_ARGS[name], **extra})
+    # The refiner's channels are its out_channels crude probability bands, then image channels.
+    in_channels = max(IN_CHANNELS, out_channels) if name == "refiner" else IN_CHANNELS
+    return build_model(name, in_channels=in_channels, out_channels=out_channels, **{**SMALL_ARGS[name], **extra})
 
 
 def sample_input(model: torch.nn.Module, *, batch: int, height: int, width: int) -> torch.Tensor:
     """(B, C, H, W) for plain models, (B, T, C, H, W) for context models."""
     torch.manual_seed(1)
-    if model.spec["name"] in ("fctl", "refiner"):
-        return torch.randn(batch, len(context_scales_of(model)), IN_CHANNELS, height, width)
+    if model.takes_windows:
+        return torch.randn(batch, len(model.context_scales), model.spec["args"]["in_channels"], height, width)
     return torch.randn(batch, IN_CHANNELS, height, width)
 
 
@@ -110,10 +114,35 @@ def test_lists_from_json_become_tuples_in_the_spec() -> None:
     assert model_spec(model)["args"] == {"in_channels": 3, "out_channels": 1, "widths": [2, 4, 4, 8]}
 
 
-def test_context_scales_of_plain_and_context_models() -> None:
-    assert context_scales_of(small_model("unet")) == (1.0,)
-    assert context_scales_of(small_model("fctl", context_scales=[1, 2.5])) == (1.0, 2.5)
-    assert context_scales_of(small_model("refiner")) == (1.0, 2.0)
+def test_plain_and_context_models_declare_their_windows() -> None:
+    assert small_model("unet").context_scales == (1.0,)
+    assert small_model("fctl", context_scales=[1, 2.5]).context_scales == (1.0, 2.5)
+    assert small_model("refiner").context_scales == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_registered_model_keeps_the_icetools_model_contract(name: str) -> None:
+    cls = model_class(name)
+    assert issubclass(cls, IcetoolsModel) and cls.model_name == name
+    assert cls.takes_windows == (name in ("fctl", "refiner"))
+    assert cls.can_deep_supervise == (name == "unet++")
+    model = small_model(name)
+    assert isinstance(model, IcetoolsModel)
+    assert model.spec["name"] == name and model_spec(model)["name"] == name
+    assert model.n_heads == (4 if name == "unet++" else 1)  # unet++ is deeply supervised by default
+    assert model.takes_windows == (len(model.context_scales) > 1)
+    with torch.no_grad():
+        heads = model.eval().forward_heads(sample_input(model, batch=1, height=32, width=32))
+    assert len(heads) == model.n_heads
+
+
+def test_deep_supervision_off_leaves_one_head() -> None:
+    model = small_model("unet++", deep_supervision=False)
+    assert model.n_heads == 1 and type(model).can_deep_supervise
+
+
+def test_the_refiner_is_registered_under_the_task_tables_name() -> None:
+    assert REFINER_MODEL in MODEL_NAMES and model_class(REFINER_MODEL).takes_windows
 
 
 def test_model_spec_of_a_foreign_module_is_a_config_error() -> None:
@@ -286,6 +315,7 @@ def test_fctl_loads_a_local_encoder_weights_file(tmp_path: Path) -> None:
 
 def test_refiner_reads_both_masks() -> None:
     model = small_model("refiner", out_channels=2).eval()
+    torch.nn.init.normal_(model.head.weight)  # a trained correction: at init the refiner is the identity
     x = sample_input(model, batch=1, height=32, width=32)
     changed = x.clone()
     changed[:, 1] = torch.rand_like(changed[:, 1])

@@ -153,6 +153,6 @@ def test_bad_vectors(tmp_path, scene):
     rasterize_to_file(tmp_path / "nocrs.gpkg", scene, tmp_path / "o.tif", vector_crs="EPSG:3413")
     no_ct = gpd.GeoDataFrame({"x": [1]}, geometry=[_box_in_pixels(grid, 1, 1, 5, 5)], crs=3413)
     no_ct.to_file(tmp_path / "noct.gpkg")
-    with pytest.raises(DataError, match="--attr"):
+    with pytest.raises(DataError, match=r"numeric attribute to burn instead \(attr\)"):
         rasterize_to_file(tmp_path / "noct.gpkg", scene, tmp_path / "q.tif")
     assert not (tmp_path / "q.tif").exists()

@@ -8,25 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from pyproj import CRS
 from rasterio.control import GroundControlPoint
 from rasterio.windows import Window, bounds as window_bounds
 from typer.testing import CliRunner
 
+import fixtures
+
 from icetools.errors import ConfigError, CRSError, DataError, InputFileError
 from icetools.grid import Grid
 from icetools.io.raster import write_raster
-from icetools.sampling import (
-    CELL,
-    PATCH_COLUMNS,
-    coverage_maps,
-    export_chips,
-    read_patches,
-    sample_patches,
-    split_counts,
-    write_patches,
+from icetools.patches_io import (
+    CELL, PATCH_COLUMNS, coverage_maps, export_chips, read_blocks, read_patches, write_patches,
 )
+from icetools.progress import Event
+from icetools.sampling import sample_patches, split_counts
 
 EPSG3413 = CRS.from_epsg(3413)
 SIZE = 320
@@ -36,7 +32,7 @@ NAN = float("nan")
 
 
 def affine_grid(height: int = SIZE, width: int = SIZE, *, x0: float = -200_000.0, crs: CRS = EPSG3413) -> Grid:
-    return Grid(height, width, crs=crs, transform=Affine(40.0, 0.0, x0, 0.0, -40.0, 100_000.0))
+    return fixtures.affine_grid(height, width, origin=(x0, 100_000.0), crs=crs)
 
 
 def gcp_grid(height: int = SIZE, width: int = SIZE) -> Grid:
@@ -71,9 +67,9 @@ def line_array(height: int, width: int, start: int, stop: int) -> np.ndarray:
     return line
 
 
-def write_scene(path: Path, grid: Grid, *, seed: int = 1) -> Path:
-    data = scene_arrays(grid.height, grid.width, seed=seed)
-    return write_raster(path, data, grid, nodata=NAN, band_names=["HH", "HV"])
+def write_hh_hv(path: Path, grid: Grid, *, seed: int = 1) -> Path:
+    """An HH/HV scene of :func:`scene_arrays` (its land corner is what the acceptance rules see)."""
+    return fixtures.write_scene(path, grid, data=scene_arrays(grid.height, grid.width, seed=seed), band_names=("HH", "HV"))
 
 
 def write_sic(path: Path, grid: Grid) -> Path:
@@ -85,16 +81,16 @@ def write_sic(path: Path, grid: Grid) -> Path:
 def data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sampling")
     grid = affine_grid()
-    files = {"scene": write_scene(root / "scene.tif", grid), "sic": write_sic(root / "sic.tif", grid)}
+    files = {"scene": write_hh_hv(root / "scene.tif", grid), "sic": write_sic(root / "sic.tif", grid)}
     for i in range(3):
         g = affine_grid(x0=-200_000.0 + 20_000 * i)
-        files[f"scene{i}"] = write_scene(root / f"scene{i}.tif", g, seed=10 + i)
+        files[f"scene{i}"] = write_hh_hv(root / f"scene{i}.tif", g, seed=10 + i)
         files[f"sic{i}"] = write_sic(root / f"sic{i}.tif", g)
     big = affine_grid(512, 512)
-    files["line_scene"] = write_scene(root / "line_scene.tif", big)
+    files["line_scene"] = write_hh_hv(root / "line_scene.tif", big)
     line = line_array(512, 512, 64, 448)
     files["line"] = write_raster(root / "line.tif", line, big, nodata=None, band_names=["line"])
-    files["gcp_scene"] = write_scene(root / "gcp_scene.tif", gcp_grid())
+    files["gcp_scene"] = write_hh_hv(root / "gcp_scene.tif", gcp_grid())
     files["gcp_sic"] = write_sic(root / "gcp_sic.tif", gcp_grid())
     return files
 
@@ -206,14 +202,44 @@ def test_block_splits_never_share_a_pixel(data):
     assert frame.attrs["sampling"]["split_by_used"] == "block"
 
 
-def test_scene_splits_give_each_scene_one_split(data):
+@pytest.mark.parametrize("split_by", ["auto", "scene"])
+def test_scene_splits_give_each_scene_one_split(data, split_by):
     scenes = [data[f"scene{i}"] for i in range(3)]
-    frame = sample_patches(scenes, [data[f"sic{i}"] for i in range(3)], size=64, n=45, seed=4)
+    frame = sample_patches(scenes, [data[f"sic{i}"] for i in range(3)], size=64, n=45, seed=4, split_by=split_by)
     assert frame.attrs["sampling"]["split_by_used"] == "scene"
     per_scene = frame.groupby("scene")["split"].agg(set)
     assert all(len(s) == 1 for s in per_scene)
     # 3 scenes at 0.7/0.15/0.15: largest remainder gives 2/1/0, then test takes one from train.
     assert sorted(next(iter(s)) for s in per_scene) == ["test", "train", "val"]
+
+
+def test_default_split_is_by_block_even_with_three_scenes(data):
+    """Training then gets 70 % of every scene's blocks, not one scene of three."""
+    scenes = [data[f"scene{i}"] for i in range(3)]
+    frame = sample_patches(scenes, [data[f"sic{i}"] for i in range(3)], size=64, n=45, seed=4)
+    assert frame.attrs["sampling"]["split_by_used"] == "block"
+    assert frame.attrs["sampling"]["block_size"] == 128  # twice the patch size
+    assert frame.groupby("split")["scene"].nunique()["train"] > 1
+
+
+def test_readme_recipe_gives_every_split_on_one_1024_px_scene(tmp_path):
+    """`icetools sample-patches scene --labels labels.tif -o patches.gpkg` with every default."""
+    from icetools.cli.app import app
+
+    grid = affine_grid(1024, 1024)
+    scene = fixtures.write_scene(tmp_path / "scene.tif", grid, seed=0)  # a land quarter top-left
+    rows, cols = np.mgrid[:1024, :1024]
+    ids = (1 + (rows // 200) * 6 + cols // 200).astype("float32")
+    labels = write_raster(tmp_path / "labels.tif", np.stack([ids, (ids % 10) / 10]), grid, nodata=NAN,
+                          band_names=["polygon_id", "SIC"])
+    out = tmp_path / "patches.gpkg"
+    result = CliRunner().invoke(app, ["sample-patches", str(scene), "--labels", str(labels), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    patches, blocks = read_patches(out), read_blocks(out)
+    assert set(patches["size"]) == {128} and patches.attrs["sampling"]["split_by_used"] == "block"
+    counts = patches["split"].value_counts()
+    assert counts["val"] >= 6 and counts["test"] >= 6 and counts["train"] > counts["val"]
+    assert len(blocks) == 16 and set(blocks["split"]) == {"train", "val", "test"}
 
 
 def test_scene_split_with_two_scenes_falls_back_to_blocks(data):
@@ -281,7 +307,7 @@ def test_gcp_scene_gives_pixel_coordinates(data):
 
 def test_scenes_in_different_crs_give_pixel_coordinates(tmp_path, data):
     other = affine_grid(crs=CRS.from_epsg(3031))
-    scene = write_scene(tmp_path / "south.tif", other)
+    scene = write_hh_hv(tmp_path / "south.tif", other)
     labels = write_sic(tmp_path / "south_sic.tif", other)
     frame = sample_patches([data["scene"], scene], [data["sic"], labels], size=64, n=10, seed=1)
     assert frame.attrs["coords"] == "pixel" and frame.crs is None
@@ -298,14 +324,14 @@ def test_labels_on_another_grid_is_a_crs_error(tmp_path, data):
 
 def test_scene_smaller_than_a_patch_is_a_data_error(tmp_path):
     grid = affine_grid(48, 200)
-    scene = write_scene(tmp_path / "small.tif", grid)
+    scene = write_hh_hv(tmp_path / "small.tif", grid)
     labels = write_sic(tmp_path / "small_sic.tif", grid)
     with pytest.raises(DataError, match=r"small\.tif is 48 x 200"):
         sample_patches([scene], [labels], size=64, n=5)
 
 
 def test_scene_without_chart_or_labels_asks_for_labels(data):
-    with pytest.raises(Exception, match="--labels"):
+    with pytest.raises(Exception, match="carries no ice chart: give it a labels raster"):
         sample_patches([data["scene"]], None, size=64, n=5)
 
 
@@ -313,31 +339,21 @@ def test_scene_without_chart_or_labels_asks_for_labels(data):
 
 
 def test_netcdf_chart_scene_needs_no_labels(tmp_path):
-    netCDF4 = pytest.importorskip("netCDF4")
-    path = tmp_path / "ai4arctic.nc"
     height = width = 96
-    with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("sar_lines", height)
-        ds.createDimension("sar_samples", width)
-        ds.createDimension("sar_grid_points", 9)
-        ds.createDimension("polygon_rows", 4)
-        hh = np.ones((height, width), dtype="float32")
-        hh[:32, :32] = np.nan  # land
-        for name in ("nersc_sar_primary", "nersc_sar_secondary"):
-            ds.createVariable(name, "f4", ("sar_lines", "sar_samples"))[:] = hh
-        chart = np.zeros((height, width), dtype="int16")
-        chart[:, :48] = 1  # ice 92 -> 1.0
-        chart[:, 48:80] = 2  # land polygon -> masked
-        chart[:, 80:] = 0  # uncharted
-        ds.createVariable("polygon_icechart", "i2", ("sar_lines", "sar_samples"))[:] = chart
-        codes = ds.createVariable("polygon_codes", str, ("polygon_rows",))
-        for i, row in enumerate(["poly_id;CT;POLY_TYPE", "1;92;I", "2;-9;L", "3;01;W"]):
-            codes[i] = row
-        lines, samples = np.meshgrid([0, 48, 95], [0, 48, 95], indexing="ij")
-        ds.createVariable("sar_grid_line", "f8", ("sar_grid_points",))[:] = lines.ravel()
-        ds.createVariable("sar_grid_sample", "f8", ("sar_grid_points",))[:] = samples.ravel()
-        ds.createVariable("sar_grid_latitude", "f8", ("sar_grid_points",))[:] = 70.0 - lines.ravel() * 1e-3
-        ds.createVariable("sar_grid_longitude", "f8", ("sar_grid_points",))[:] = -40.0 + samples.ravel() * 2e-3
+    hh = np.ones((height, width), dtype="float32")
+    hh[:32, :32] = np.nan  # land
+    chart = np.zeros((height, width), dtype="int16")
+    chart[:, :48] = 1  # ice 92 -> 1.0
+    chart[:, 48:80] = 2  # land polygon -> masked
+    chart[:, 80:] = 0  # uncharted
+    path = fixtures.write_ai4arctic(
+        tmp_path / "ai4arctic.nc",
+        data=np.stack([hh, hh]),
+        chart=chart,
+        chart_dtype="i2",
+        codes=["poly_id;CT;POLY_TYPE", "1;92;I", "2;-9;L", "3;01;W"],
+        points=fixtures.tie_points(height, width, points=3, origin=(70.0, -40.0), step=(-1e-3, 2e-3)),
+    )
     frame = sample_patches([path], None, size=32, n=6, max_invalid=1.0, min_unseen=1.0, seed=0)
     assert set(frame["task"]) == {"sic"} and frame.attrs["coords"] == "pixel"
     valid = np.zeros((height, width), dtype=bool)
@@ -346,6 +362,20 @@ def test_netcdf_chart_scene_needs_no_labels(tmp_path):
     for row, col, size, record in windows_of(frame, path):
         assert record.valid == pytest.approx(valid[row : row + size, col : col + size].mean(), abs=1e-12)
         assert record.foreground == record.valid  # every valid pixel is charted ice here
+
+
+# --- progress -----------------------------------------------------------------------------------------
+
+
+def test_progress_events_count_strips_then_patches(data):
+    events: list[Event] = []
+    frame = sample_patches([data["scene0"], data["scene1"]], [data["sic0"], data["sic1"]], size=64, n=6, seed=1,
+                           progress=events.append)
+    scans = [(e.done, e.total) for e in events if e.stage == "scan"]
+    samples = [(e.done, e.total) for e in events if e.stage == "sample"]
+    assert scans == [(1, 2), (2, 2)]  # one 512-row strip per 320-row scene, counted over both scenes
+    assert samples == [(k, 6) for k in range(1, len(frame) + 1)]
+    assert {e.stage for e in events} == {"scan", "sample"}
 
 
 # --- files and CLI ------------------------------------------------------------------------------------
@@ -415,6 +445,8 @@ def test_cli_round_trip_and_overwrite_rule(tmp_path, data):
         zip(expected["row_off"], expected["col_off"], expected["split"])
     )
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    blocks = read_blocks(out)  # where each split lies, beside the patches
+    assert set(blocks["split"]) == {"train", "val", "test"} and blocks.crs == back.crs
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.stderr

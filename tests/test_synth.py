@@ -24,6 +24,7 @@ from icetools.synth import make_grounding_line_scene, make_landcover_scene, make
 from icetools.synth import fields as F
 from icetools.synth import grounding_line as G
 from icetools.synth import sea_ice as S
+from icetools.synth import sea_ice_surface as U
 
 SEA_SIZE, SEA_SEED = 256, 1
 HEADER = "poly_id;CT;CA;SA;FA;CB;SB;FB;CC;SC;FC;CN;CD;CF;POLY_TYPE"
@@ -35,11 +36,11 @@ def sea_nc(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def sea_strip() -> tuple[S.SeaIceFields, S.Strip]:
+def sea_strip() -> tuple[U.SeaIceFields, U.Strip]:
     """The whole test scene as one strip, with the masks the files do not carry (ice, wind)."""
     layout = S.SceneLayout.draw(SEA_SIZE, SEA_SEED)
-    fields = S.build_fields(layout, SEA_SEED)
-    return fields, S.render_strip(fields, 0, layout.height, seed=SEA_SEED, index=0)
+    fields = U.build_fields(layout, SEA_SEED)
+    return fields, U.render_strip(fields, 0, layout.height, seed=SEA_SEED, index=0)
 
 
 def _read_truth(path: Path) -> np.ndarray:
@@ -246,10 +247,12 @@ def test_speckle_is_multiplicative_with_about_four_looks(sea_strip):
 
 
 def test_incidence_trend_is_steeper_over_water_than_ice(sea_strip):
+    """Per surface: pooled over dark and bright ice, the fit would measure where the level floes lie."""
     fields, strip = sea_strip
     incidence = fields.layout.incidence(np.arange(fields.width) + 0.5)
     slopes = {}
-    for name, mask in (("ice", strip.ice & ~strip.land), ("water", ~strip.ice & ~strip.land & (strip.roughening == 0))):
+    ordinary_ice = strip.ice & ~strip.dark & ~strip.land
+    for name, mask in (("ice", ordinary_ice), ("water", ~strip.ice & ~strip.land & (strip.roughening == 0))):
         rows, cols = np.nonzero(mask)
         slopes[name] = np.polyfit(incidence[cols], strip.hh[rows, cols], 1)[0]
     assert -0.45 < slopes["ice"] < 0.05
@@ -269,6 +272,124 @@ def test_local_ice_fraction_follows_the_true_concentration(sea_strip):
     truth = means(np.nan_to_num(strip.truth))[full]
     assert np.corrcoef(fraction, truth)[0, 1] > 0.9
     assert abs(fraction.mean() - truth.mean()) < 0.05
+
+
+# --- sea ice: brightness is not concentration (dark smooth ice, bright wind water) ---------------
+
+
+def _best_threshold_accuracy(values: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the best single cut on ``values``, ice on either side: all that one band can tell."""
+    y = labels[np.argsort(values, kind="stable")]
+    water_below = np.concatenate([[0], np.cumsum(~y)])
+    ice_above = y.sum() - np.concatenate([[0], np.cumsum(y)])
+    accuracy = (water_below + ice_above) / y.size
+    return float(max(accuracy.max(), 1.0 - accuracy.min()))
+
+
+def _local_mean_db(band: np.ndarray, size: int = 5) -> np.ndarray:
+    """Boxcar mean of the power, back in dB: speckle reduced as a model's first layers would."""
+    return 10 * np.log10(ndimage.uniform_filter(10 ** (band.astype(np.float64) / 10), size, mode="nearest"))
+
+
+def _surfaces(fields: U.SeaIceFields, strip: U.Strip) -> dict[str, np.ndarray]:
+    """Masks of each surface, in the middle third of the swath (one incidence range for all)."""
+    mid_range = np.zeros_like(strip.land)
+    mid_range[:, fields.width // 3 : 2 * fields.width // 3] = True
+    sea = ~strip.land & mid_range
+    ice, water = strip.ice & sea, ~strip.ice & sea
+    return {
+        "ordinary ice": ice & ~strip.dark,
+        "dark ice": ice & strip.dark,
+        "calm water": water & (strip.roughening < 0.1),
+        "bright water": water & (strip.roughening >= U.BRIGHT_WATER_ROUGHENING),
+    }
+
+
+def test_level_new_and_fast_ice_are_as_dark_as_calm_water_in_hh(sea_strip):
+    fields, strip = sea_strip
+    masks = _surfaces(fields, strip)
+    assert masks["dark ice"].sum() > 1000 and masks["calm water"].sum() > 1000
+    dark, calm = strip.hh[masks["dark ice"]], strip.hh[masks["calm water"]]
+    assert abs(np.median(dark) - np.median(calm)) < 2.0
+    dark_q, calm_q = np.percentile(dark, [25, 75]), np.percentile(calm, [25, 75])
+    assert dark_q[0] < calm_q[1] and calm_q[0] < dark_q[1]
+    assert -25.5 < np.median(dark) < -20.0
+    assert np.median(strip.hh[masks["ordinary ice"]]) - np.median(dark) > 6.0  # truly dark, not a shade of ice
+
+
+def test_wind_roughened_water_is_as_bright_as_ice_in_hh(sea_strip):
+    fields, strip = sea_strip
+    masks = _surfaces(fields, strip)
+    assert masks["bright water"].sum() > 1000
+    bright = np.median(strip.hh[masks["bright water"]])
+    assert abs(bright - np.median(strip.hh[masks["ordinary ice"]])) < 2.0
+    assert -15.0 < bright < -8.0
+
+
+def test_hv_separates_ice_from_water_where_hh_cannot(sea_strip):
+    assert _best_threshold_accuracy(np.array([1.0, 2, 3, 4]), np.array([True, True, False, False])) == 1.0
+    assert _best_threshold_accuracy(np.array([1.0, 2, 3, 4]), np.array([False, True, False, True])) == 0.75
+    fields, strip = sea_strip
+    sea = ~strip.land
+    hh, hv = (np.where(sea, band, np.float32(-30.0)) for band in (strip.hh, strip.hv))
+    labels = strip.ice[sea]
+    hh_accuracy = _best_threshold_accuracy(_local_mean_db(hh)[sea], labels)
+    hv_accuracy = _best_threshold_accuracy(_local_mean_db(hv)[sea], labels)
+    assert hv_accuracy > 0.93 and hv_accuracy - hh_accuracy > 0.15, (hh_accuracy, hv_accuracy)
+    assert hh_accuracy < 0.8
+    masks = _surfaces(fields, strip)
+    # Volume scattering keeps even level ice above water in HV; wind lifts water's HV only a little.
+    assert np.median(strip.hv[masks["dark ice"]]) - np.median(strip.hv[masks["calm water"]]) > 2.5
+    assert np.median(strip.hv[masks["dark ice"]]) - np.median(strip.hv[masks["bright water"]]) > 2.0
+    assert np.median(strip.hv[masks["bright water"]]) - np.median(strip.hv[masks["calm water"]]) < 2.5
+
+
+def test_the_surface_does_not_depend_on_how_the_scene_is_cut_into_strips(sea_strip):
+    fields, whole = sea_strip
+    pieces = [U.render_strip(fields, r0, r1, seed=SEA_SEED, index=i) for i, (r0, r1) in enumerate([(0, 97), (97, SEA_SIZE)])]
+    for name in ("truth", "land", "ice", "dark", "fast", "roughening"):
+        np.testing.assert_array_equal(np.vstack([getattr(p, name) for p in pieces]), getattr(whole, name), err_msg=name)
+
+
+def test_fast_ice_lies_along_the_coast_at_full_concentration_and_is_charted_as_fast_ice(sea_nc, sea_strip):
+    fields, strip = sea_strip
+    fast = strip.fast & ~strip.land
+    assert fields.ambiguity.fast_ice_width > 0 and fast.sum() > 500  # the test scene has some
+    assert strip.ice[fast].mean() > 0.95 and strip.dark[fast & strip.ice].all()  # solid, smooth and dark
+    assert np.median(strip.truth[fast]) == 1.0 and strip.truth[fast].min() >= 0.5
+    from_coast = ndimage.distance_transform_edt(~strip.land)
+    assert np.median(from_coast[fast]) < fields.ambiguity.fast_ice_width
+    scene = open_scene(sea_nc["scene"])
+    ids, table = scene.read_polygon_ids(), scene.polygon_table()
+    fast_ids = [pid for pid, poly in table.items() if poly.codes["FA"] == "08"]
+    assert fast_ids and all(table[pid].sic >= 0.9 for pid in fast_ids)
+    assert np.isin(ids[fast], fast_ids).mean() > 0.7
+
+
+def test_ambiguous_shares_are_substantial_and_recorded_in_the_files(sea_nc, sea_strip):
+    _, strip = sea_strip
+    sea = ~strip.land
+    ice, water = strip.ice & sea, ~strip.ice & sea
+    dark_share = (strip.dark & ice).sum() / ice.sum()
+    bright_share = (water & (strip.roughening >= U.BRIGHT_WATER_ROUGHENING)).sum() / water.sum()
+    assert 0.2 < dark_share < 0.45 and bright_share > 0.1
+    with netCDF4.Dataset(sea_nc["scene"]) as ds:
+        attrs = {name: ds.getncattr(name) for name in ds.ncattrs()}
+    assert attrs["icetools_synth_version"] == S.SYNTH_VERSION == 2
+    assert attrs["icetools_synth_dark_ice_fraction"] == pytest.approx(dark_share, abs=1e-4)
+    assert attrs["icetools_synth_bright_water_fraction"] == pytest.approx(bright_share, abs=1e-4)
+    assert attrs["icetools_synth_fast_ice_fraction"] == pytest.approx((strip.fast & ice).sum() / ice.sum(), abs=1e-4)
+    assert U.DARK_ICE_SHARE[0] <= attrs["icetools_synth_dark_ice_target"] <= U.DARK_ICE_SHARE[1]
+    with rasterio.open(sea_nc["truth"]) as truth:
+        assert truth.tags()["icetools_synth_version"] == "2"
+
+
+def test_what_is_ambiguous_varies_by_seed():
+    drawn = [U.build_fields(S.SceneLayout.draw(96, seed), seed).ambiguity for seed in range(12)]
+    targets = [a.dark_ice_target for a in drawn]
+    assert all(U.DARK_ICE_SHARE[0] <= t <= U.DARK_ICE_SHARE[1] for t in targets) and np.ptp(targets) > 0.05
+    assert 0 < sum(a.fast_ice_width > 0 for a in drawn) < len(drawn)
+    assert np.ptp([a.wind_level for a in drawn]) > 0.2
 
 
 # --- sea ice: determinism, GeoTIFF variant, refusals --------------------------------------------

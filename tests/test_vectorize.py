@@ -9,17 +9,16 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
-from affine import Affine
 from pyproj import CRS
 from scipy import ndimage
 from typer.testing import CliRunner
 
+from fixtures import affine_grid, gcp_grid
 from icetools.cli.app import app
 from icetools.errors import ConfigError, DataError, EmptyInputError, MissingVariableError
 from icetools.grid import Grid
 from icetools.io.raster import write_raster
 from icetools.vectorize import add_shared_vertices, parse_bins, vectorize_lines, vectorize_polygons
-from tests.scenes import gcp_grid
 
 PIXEL = 10.0  # metres: one pixel is 100 m2
 PIXEL_AREA = PIXEL * PIXEL
@@ -27,7 +26,8 @@ runner = CliRunner()
 
 
 def grid_10m(height: int, width: int) -> Grid:
-    return Grid(height, width, crs=CRS.from_epsg(3413), transform=Affine(PIXEL, 0, 0, 0, -PIXEL, height * PIXEL))
+    """10 m pixels, the top-left corner at (0, height * 10 m): pixel (row, col) centres are easy to write."""
+    return affine_grid(height, width, origin=(0.0, height * PIXEL), pixel=PIXEL)
 
 
 def pixel_box(grid: Grid, row0: int, col0: int, row1: int, col1: int) -> shapely.Polygon:
@@ -139,7 +139,7 @@ def test_band_by_name_and_bad_inputs(tmp_path: Path) -> None:
     stack = np.stack([np.full((4, 4), 0.7, "float32"), np.ones((4, 4), "float32")])
     path = write_raster(tmp_path / "two.tif", stack, grid, nodata=None, band_names=["sic", "other"])
     assert vectorize_polygons(path, band="sic", threshold=0.5)["mean"].tolist() == pytest.approx([0.7])
-    with pytest.raises(DataError, match="--threshold"):
+    with pytest.raises(DataError, match="`threshold`"):  # the CLI says --threshold
         vectorize_polygons(path)
     with pytest.raises(MissingVariableError, match="sic, other"):
         vectorize_polygons(path, band="sod", threshold=0.5)
@@ -235,7 +235,7 @@ def line_raster(tmp_path: Path, pixels: list[tuple[slice | int, slice | int]], s
 
 def test_l_shaped_line_is_one_linestring(tmp_path: Path) -> None:
     path = line_raster(tmp_path, [(2, slice(2, 9)), (slice(2, 10), 8)])
-    frame = vectorize_lines(path)
+    frame = vectorize_lines(path, cleanup=None)  # the raw skeleton
     assert len(frame) == 1 and frame.geometry.iloc[0].geom_type == "LineString"
     # skeletonize drops the corner pixel (2, 8): cols 2..7 on row 2 (5 px), one diagonal step to
     # (3, 8), then rows 3..9 (6 px).
@@ -257,9 +257,9 @@ def test_t_shape_splits_into_three_lines_at_the_junction(tmp_path: Path) -> None
 def test_line_crossing_many_seams_comes_out_whole(tmp_path: Path) -> None:
     diagonal = [(r, 5 + r // 2) for r in range(1, 39)]
     path = line_raster(tmp_path, [(r, c) for r, c in diagonal])
-    whole = vectorize_lines(path)
+    whole = vectorize_lines(path, cleanup=None)
     for strip_rows in (4, 1):
-        frame = vectorize_lines(path, strip_rows=strip_rows)
+        frame = vectorize_lines(path, strip_rows=strip_rows, cleanup=None)
         assert len(frame) == 1
         assert frame["length"].iloc[0] == pytest.approx(whole["length"].iloc[0])
     # 37 steps between rows 1 and 38: 19 diagonal (the column advances) and 18 straight down.
@@ -276,7 +276,7 @@ def test_closed_ring_across_seams_is_one_closed_line(tmp_path: Path) -> None:
 
 def test_min_length_drops_short_lines_and_threshold_applies(tmp_path: Path) -> None:
     path = line_raster(tmp_path, [(5, slice(5, 11)), (20, slice(5, 36))])  # 50 m and 300 m long
-    assert sorted(vectorize_lines(path)["length"]) == pytest.approx([50.0, 300.0])
+    assert sorted(vectorize_lines(path, cleanup=None)["length"]) == pytest.approx([50.0, 300.0])
     assert vectorize_lines(path, min_length=100.0)["length"].tolist() == pytest.approx([300.0])
     with pytest.raises(EmptyInputError, match="shorter"):
         vectorize_lines(path, min_length=1000.0)

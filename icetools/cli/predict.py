@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import glob
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import guarded, info, make_progress
+from icetools.cli.common import guarded, info, warn
 from icetools.cli.options import Device, Overwrite
 from icetools.errors import ConfigError, InputFileError
 from icetools.io.atomic import check_output
@@ -80,7 +79,8 @@ def predict_command(
     the model's threshold; multiclass -> class (+ --probabilities). Every file appears whole or not at all.
     With --merge refine the products come from the refiner, run over the model's crude mosaic.
     """
-    from icetools.predict import default_model_dir, load_predictor, predict_scene
+    from icetools.cli.progress import EventBars
+    from icetools.inference import PredictJob, default_model_dir, load_predictor, predict_scene
     from icetools.quicklook import write_quicklook
 
     if (merge == "refine") != (refiner is not None):
@@ -100,26 +100,26 @@ def predict_command(
     for _, _, png in jobs:
         if png is not None:
             check_output(png, overwrite=overwrite)
-    predictor = load_predictor(model_dir if model_dir is not None else default_model_dir(), device)
+    if model_dir is None:
+        try:
+            model_dir = default_model_dir()
+        except ConfigError:
+            raise ConfigError("no default model is installed: pass -m MODEL_DIR") from None
+    predictor = load_predictor(model_dir, device)
     refiner_predictor = load_predictor(refiner, device) if refiner is not None else None
     input_band = predictor.inputs[0] if predictor.inputs else None
-    with make_progress(rate_unit="windows/s") as bar:
-        for scene, out, png in jobs:
-            task = bar.add_task(scene.name, total=None, rate="")
-            start = time.perf_counter()
-
-            def progress(done: int, total: int, task: int = task, start: float = start) -> None:
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, completed=done, total=total, rate=f"{rate:.1f} windows/s")
-
-            summary = predict_scene(
-                scene, predictor, None, out, tile=tile, overlap=overlap, merge=merge, batch=batch,
-                percent=percent, polygons=polygons, ice_water=ice_water, probabilities=probabilities,
-                refiner=refiner_predictor, overwrite=overwrite, progress=progress,
-            )
-            if png is not None:
-                write_quicklook(scene, out, png, input_band=input_band, overwrite=overwrite)
-            info(
-                f"{out}: {summary['windows']} windows, {summary['megapixels_per_second']:.2f} Mpx/s, "
-                f"{summary['seconds']:.1f} s on {summary['device']}"
-            )
+    for scene, out, png in jobs:
+        job = PredictJob(
+            scene, out, predictor, refiner=refiner_predictor, tile=tile, overlap=overlap, merge=merge, batch=batch,
+            percent=percent, polygons=polygons, ice_water=ice_water, probabilities=probabilities, overwrite=overwrite,
+        )
+        with EventBars({"windows": scene.name}, rate_unit="windows/s") as bars:
+            summary = predict_scene(job, progress=bars)
+        for message in summary["warnings"]:  # e.g. a refiner that failed its validation: averaging instead
+            warn(message)
+        if png is not None:
+            write_quicklook(scene, out, png, input_band=input_band, overwrite=overwrite)
+        info(
+            f"{out}: {summary['windows']} windows, {summary['megapixels_per_second']:.2f} Mpx/s, "
+            f"{summary['seconds']:.1f} s on {summary['device']}"
+        )

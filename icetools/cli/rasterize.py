@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import guarded, info, make_progress
+from icetools.cli.common import guarded, info
 from icetools.cli.options import Layer, OutPath, Overwrite, VectorCRS
 
 
@@ -29,14 +29,14 @@ def rasterize_command(
 
     With --all-touched, a boundary pixel touched by several polygons goes to the smaller polygon.
     """
+    from icetools.cli.progress import EventBars
     from icetools.rasterize import rasterize_to_file
 
     start = time.perf_counter()
-    with make_progress() as bar:
-        task = bar.add_task("rasterize", total=1.0)
+    with EventBars({"rows": "rasterize"}) as bars:
         result = rasterize_to_file(
             vector, like, output, attr=attr, all_touched=all_touched, layer=layer, vector_crs=vector_crs,
-            overwrite=overwrite, progress=lambda f: bar.update(task, completed=f),
+            overwrite=overwrite, progress=bars,
         )
     info(
         f"wrote {output}: {result['features']} {result['kind']}, {result['pixels']} pixels burned, "

@@ -1,4 +1,4 @@
-"""``icetools sample-patches``: choose training windows over scenes, with leak-free splits."""
+"""``icetools sample-patches``: deal scenes or blocks to train/val/test and choose fixed windows in them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import STATE, console, guarded, make_progress, warn
+from icetools.cli.common import STATE, console, guarded, warn
 from icetools.cli.options import OutPath, Overwrite, Seed
 
 
@@ -39,20 +39,27 @@ def sample_patches_command(
         typer.Option("--labels", metavar="LABELS", help="Labels raster per scene, in order (from `icetools rasterize`); "
                      "omit for netCDF scenes that carry their chart."),
     ] = None,
-    size: Annotated[int, typer.Option("--size", help="Patch size in pixels, a multiple of 16.")] = 256,
-    n: Annotated[int, typer.Option("--n", help="Number of patches wanted.")] = 500,
+    size: Annotated[int, typer.Option("--size", help="Patch size in pixels, a multiple of 16 (also the size of "
+                                      "the windows training draws).")] = 128,
+    n: Annotated[int, typer.Option("--n", help="Most fixed patches over all splits; sampling also stops when "
+                                   "the scenes are covered. Training draws fresh windows in the train blocks "
+                                   "instead of reusing the train patches.")] = 500,
     seed: Seed = 0,
     min_unseen: Annotated[float, typer.Option("--min-unseen", help="Least share of a window not yet sampled.")] = 0.5,
     max_empty: Annotated[
         Optional[int], typer.Option("--max-empty", help="Most windows without foreground (default: 10% of --n).")
     ] = None,
-    max_invalid: Annotated[float, typer.Option("--max-invalid", help="Most share of land/nodata in a window.")] = 0.5,
+    max_invalid: Annotated[
+        float, typer.Option("--max-invalid", help="Most share of land/nodata in a window (also in the windows "
+                            "training draws).")
+    ] = 0.5,
     max_rejects: Annotated[int, typer.Option("--max-rejects", help="Stop after this many rejections in a row.")] = 1000,
     split_by: Annotated[
-        SplitBy, typer.Option("--split-by", help="auto: by scene with 3 or more scenes, else by spatial block.")
-    ] = SplitBy.auto,
+        SplitBy, typer.Option("--split-by", help="block: spatial blocks dealt to the splits (one scene is enough); "
+                              "scene: whole scenes (needs 3); auto: by scene with 3 or more scenes, else by block.")
+    ] = SplitBy.block,
     block_size: Annotated[
-        Optional[int], typer.Option("--block-size", help="Split block size in pixels (default: 4 x --size).")
+        Optional[int], typer.Option("--block-size", help="Split block size in pixels (default: 2 x --size).")
     ] = None,
     fractions: Annotated[
         str, typer.Option("--fractions", help="Train,val,test shares.", callback=_parse_fractions)
@@ -66,7 +73,11 @@ def sample_patches_command(
     ] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Sample patch windows stochastically and coverage-aware; write their footprints as a GeoPackage."""
+    """Split scenes into train/val/test blocks and sample fixed, coverage-aware windows in them.
+
+    The GeoPackage holds two layers: "patches" (the windows; validation and test use them) and "blocks"
+    (where each split lies; training draws fresh windows inside the train blocks every epoch).
+    """
     if labels and len(labels) != len(scenes):
         # A usage error: `guarded` lets Click's own errors through, so this exits 2.
         raise typer.BadParameter(
@@ -88,47 +99,45 @@ def _run(
 ) -> None:
     import warnings
 
-    from icetools import sampling
+    from icetools.cli.progress import EventBars
     from icetools.errors import OutputExistsError
     from icetools.io.atomic import check_output
+    from icetools.patches_io import coverage_maps, export_chips, write_patches
+    from icetools.plots import plot_coverage
+    from icetools.sampling import sample_patches_and_blocks
 
     check_output(output, overwrite=overwrite)  # fail before the long pass, not after it
     if plot:
         check_output(plot, overwrite=overwrite)
     if export and export.is_dir() and any(export.iterdir()) and not overwrite:
         raise OutputExistsError(f"{export} already holds files: pass --overwrite or choose an empty --export folder")
-    with make_progress() as bar, warnings.catch_warnings(record=True) as caught:
+    bars = EventBars({"scan": "reading scenes", "sample": "sampling"})
+    with bars, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task("reading scenes" if stage == "scan" else "sampling", total=total)
-            bar.update(tasks[stage], completed=done)
-
-        frame = sampling.sample_patches(
+        sampled = sample_patches_and_blocks(
             scenes, labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
             max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by, block_size=block_size,
-            fractions=fractions, progress=progress,
+            fractions=fractions, progress=bars,
         )
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             warn(str(warning.message))
-    sampling.write_patches(frame, output, overwrite=overwrite)
+    frame = sampled.patches
+    write_patches(frame, output, blocks=sampled.blocks, overwrite=overwrite)
     if export:
-        sampling.export_chips(frame, export, overwrite=overwrite)
+        export_chips(frame, export, overwrite=overwrite)
     if plot and len(frame):
-        sampling.plot_coverage(frame, sampling.coverage_maps(frame), plot, overwrite=overwrite)
+        plot_coverage(frame, coverage_maps(frame), plot, overwrite=overwrite)
     elif plot:
         warn(f"no patches were sampled: {plot} not drawn")
-    _summary(frame, output)
+    _summary(frame, sampled.blocks, output)
 
 
-def _summary(frame, output: Path) -> None:
+def _summary(frame, blocks, output: Path) -> None:
     """Patches per split, foreground share, empty windows and why sampling stopped, on stderr."""
     from rich.table import Table
 
-    from icetools.sampling import SPLITS
+    from icetools.patches_io import SPLITS
 
     stats = frame.attrs.get("stats", {})
     params = frame.attrs.get("sampling", {})
@@ -139,13 +148,14 @@ def _summary(frame, output: Path) -> None:
     if STATE["verbosity"] < 0:
         return
     table = Table(title=f"{output.name}: {len(frame)} patches ({params.get('split_by_used', '?')} split)")
-    for column in ("split", "patches", "with foreground", "mean foreground", "empty"):
+    for column in ("split", "blocks", "patches", "with foreground", "mean foreground", "empty"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split in SPLITS:
         part = frame[frame["split"] == split]
         with_fg = int((part["foreground"] > 0).sum())
         mean_fg = f"{part['foreground'].mean():.1%}" if len(part) else "-"
-        table.add_row(split, str(len(part)), str(with_fg), mean_fg, str(len(part) - with_fg))
+        n_blocks = int((blocks["split"] == split).sum())
+        table.add_row(split, str(n_blocks), str(len(part)), str(with_fg), mean_fg, str(len(part) - with_fg))
     console.print(table)
     rejected = ", ".join(f"{reason} {count}" for reason, count in stats.get("rejected", {}).items())
     console.print(

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import STATE, console, guarded, info, make_progress, warn
+from icetools.cli.common import STATE, console, guarded, info, warn
 from icetools.cli.options import Overwrite
-from icetools.cli.train import EXIT_INTERRUPTED, build_options, epoch_line, read_yaml_options
+from icetools.cli.train_common import (
+    EXIT_INTERRUPTED,
+    BatchSize,
+    Inputs,
+    Lr,
+    ModelSize,
+    Patches,
+    Patience,
+    Pool,
+    SamplesPerEpoch,
+    StepsPerEpoch,
+    TrainDevice,
+    Workers,
+    fmt,
+    training_bars,
+)
 from icetools.errors import ConfigError
 
 DEFAULT_EPOCHS = 3
@@ -35,19 +49,11 @@ def _names(text: str | None) -> list[str | None]:
 
 
 def _ds_weights(text: str | None) -> list[list[float]] | None:
-    from icetools.train import parse_weights
+    from icetools.training import parse_weights
 
     if not text:
         return None
     return [parse_weights(part) for part in text.split(";") if part.strip()]
-
-
-def _fmt(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 def print_ranking(rows: list[dict[str, Any]], title: str) -> None:
@@ -63,14 +69,14 @@ def print_ranking(rows: list[dict[str, Any]], title: str) -> None:
                   title=title, title_justify="left")
     table.columns[1].overflow = "fold"  # run names spell the configuration: never cut them
     for rank, row in enumerate(rows, start=1):
-        table.add_row(str(rank), row["run"], *(_fmt(row.get(c)) for c in scores), _fmt(row.get("seconds")))
+        table.add_row(str(rank), row["run"], *(fmt(row.get(c)) for c in scores), fmt(row.get("seconds")))
     console.print(table)
 
 
 @app.command("sweep")
 @guarded
 def sweep_command(
-    patches: Annotated[Path, typer.Option("--patches", help="Patches GeoPackage from `icetools sample-patches`.", dir_okay=False)],
+    patches: Patches,
     output: Annotated[Path, typer.Option("-o", "--output", help="Sweep folder: one run directory per configuration + sweep.csv.", file_okay=False)],
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of base training options; flags override it.", dir_okay=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Architectures to try, comma-separated (default: the task's).")] = None,
@@ -78,29 +84,34 @@ def sweep_command(
     loss_arg: Annotated[Optional[list[str]], typer.Option("--loss-arg", help="Loss option and its values, KEY=V1,V2; repeatable.")] = None,
     model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="Model argument and its values, KEY=V1,V2 (lists in brackets); repeatable.")] = None,
     ds_weights: Annotated[Optional[str], typer.Option("--ds-weights", help='unet++ deep supervision weight sets, ";"-separated, e.g. "0.1,0.2,0.3,0.4;0.25,0.25,0.25,0.25".')] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help=f"Epochs per configuration (default {DEFAULT_EPOCHS}).")] = None,
-    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Minutes per configuration.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Patches per batch (default 8).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 1e-4; fctl 5e-5).")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping patience (default 10).")] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Optimiser steps per epoch.")] = None,
+    model_size: ModelSize = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help=f"Epochs per configuration (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit).")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Minutes per configuration: each run's budget, over which its learning rate decays.")] = None,
+    batch_size: BatchSize = None,
+    samples_per_epoch: SamplesPerEpoch = None,
+    lr: Lr = None,
+    patience: Patience = None,
+    steps_per_epoch: StepsPerEpoch = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed, the same for every configuration (default 0).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default auto).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Data loading processes (default 1).")] = None,
-    pool: Annotated[Optional[str], typer.Option("--pool", help="Regional loss groups: scene or patch.")] = None,
-    inputs: Annotated[Optional[str], typer.Option("--inputs", help="Input bands, comma-separated (default: the scene's).")] = None,
+    device: TrainDevice = None,
+    workers: Workers = None,
+    pool: Pool = None,
+    inputs: Inputs = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Train every combination of --model, --loss, --loss-arg, --model-arg and --ds-weights for a
     few epochs, each in its own folder, and rank them by validation loss (table + sweep.csv)."""
     from icetools.sweep import expand_grid, run_sweep
+    from icetools.training import build_options, read_yaml_options
 
-    yaml_options = read_yaml_options(config) if config else {}
-    defaults = {} if "epochs" in {str(k).replace("-", "_") for k in yaml_options} else {"epochs": DEFAULT_EPOCHS}
+    yaml_names = {str(k).replace("-", "_") for k in read_yaml_options(config)} if config else set()
+    # Short runs by default: a few epochs, unless the epochs or a time budget are given.
+    bounded = "epochs" in yaml_names or "time_limit" in yaml_names or time_limit is not None
+    defaults = {} if bounded else {"epochs": DEFAULT_EPOCHS}
     flags = {
-        "epochs": epochs, "time_limit": time_limit, "batch_size": batch_size, "lr": lr, "patience": patience,
-        "steps_per_epoch": steps_per_epoch, "seed": seed, "device": device, "workers": workers, "pool": pool,
-        "inputs": inputs, "overwrite": overwrite,
+        "model_size": model_size, "epochs": epochs, "time_limit": time_limit, "batch_size": batch_size,
+        "samples_per_epoch": samples_per_epoch, "lr": lr, "patience": patience, "steps_per_epoch": steps_per_epoch,
+        "seed": seed, "device": device, "workers": workers, "pool": pool, "inputs": inputs, "overwrite": overwrite,
     }
     base = build_options(config, flags, defaults=defaults)
     configs = expand_grid(
@@ -110,25 +121,13 @@ def sweep_command(
     if len({c.loss for c in configs}) > 1:
         warn("the sweep compares different losses: their validation losses are on different scales, "
              "so compare the val metrics columns as well")
-    info(f"sweep: {len(configs)} configurations x {base.epochs} epochs into {output}")
+    budget = f"{base.epochs} epochs" if base.epochs is not None else "as many epochs as fit"
+    if base.time_limit is not None:
+        budget += f" in {base.time_limit:g} minutes"
+    info(f"sweep: {len(configs)} configurations x {budget} into {output}")
 
-    with make_progress() as bar:
-        current: dict[str, Any] = {}
-
-        def on_event(event: dict[str, Any]) -> None:
-            kind = event["event"]
-            if kind == "run_start":
-                info(f"[bold]run {event['index']}/{event['runs']}: {event['name']}[/]")
-            elif kind == "epoch_start":
-                if "task" in current:
-                    bar.remove_task(current["task"])
-                current["task"] = bar.add_task(f"epoch {event['epoch']}/{event['epochs']}", total=event["steps"])
-            elif kind == "step":
-                bar.update(current["task"], completed=event["step"])
-            elif kind == "epoch_end":
-                info("  " + epoch_line(event))
-
-        result = run_sweep(patches, output, base, configs, progress=on_event)
+    with training_bars(indent="  ", runs=True, details=False) as bars:
+        result = run_sweep(patches, output, base, configs, progress=bars)
     if STATE["verbosity"] >= 0:
         print_ranking(result["rows"], f"sweep ranked by validation loss ({result['csv']})")
     if result["stopped_because"] == "interrupted":

@@ -9,7 +9,7 @@ from typing import Annotated, Callable
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import guarded, info, make_progress
+from icetools.cli.common import guarded, info
 from icetools.cli.options import Overwrite, Seed
 
 synth_app = typer.Typer(
@@ -23,10 +23,11 @@ app.add_typer(synth_app, name="synth")
 
 def _run(description: str, make: Callable[..., dict[str, Path]], **kwargs: object) -> None:
     """Run one generator under a progress bar, then name what it wrote (stderr)."""
+    from icetools.cli.progress import EventBars
+
     start = time.perf_counter()
-    with make_progress() as bar:
-        task = bar.add_task(description, total=100)
-        outputs = make(progress=lambda fraction: bar.update(task, completed=round(100 * fraction)), **kwargs)
+    with EventBars({"scene": description}) as bars:
+        outputs = make(progress=bars, **kwargs)
     elapsed = time.perf_counter() - start
     for kind, path in outputs.items():
         info(f"wrote {path} ({kind})")

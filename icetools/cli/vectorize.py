@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import guarded, info, make_progress, warn
+from icetools.cli.common import guarded, info, warn
 from icetools.cli.options import Layer, OutPath, Overwrite
+
+if TYPE_CHECKING:
+    from icetools.vectorize import LineCleanup
+
+# The library names its parameters in backticks (`min_area`); a CLI user knows them as flags.
+FLAGS = {
+    "band": "--band", "threshold": "--threshold", "bins": "--bins", "min_area": "--min-area",
+    "min_area_px": "--min-area-px", "simplify": "--simplify", "connectivity": "--connectivity",
+    "min_length": "--min-length", "strip_rows": "--strip-rows", "median_size": "--median",
+    "spur_length": "--spur", "min_piece_length": "--min-piece", "smooth_sigma": "--smooth",
+}
+LENGTH_HELP = "pixels (5 or 5px) or metres (300m, on rasters in metres or with tie points)"
+
+
+def in_flags(message: str) -> str:
+    """A library message with its `parameter` names replaced by this command's flags."""
+    return re.sub(r"`([a-z_]+)`", lambda m: FLAGS.get(m.group(1), m.group(1)), message)
 
 
 def _connectivity(value: int) -> int:
     if value not in (4, 8):
         raise typer.BadParameter("must be 4 or 8")
     return value
+
+
+def _check_kind(lines: bool, polygon_only: dict[str, bool], line_only: dict[str, bool]) -> None:
+    from icetools.errors import ConfigError
+
+    if lines:
+        given = [name for name, used in polygon_only.items() if used]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to polygons only, not to --lines")
+    else:
+        given = [name for name, used in line_only.items() if used]
+        if given:
+            hint = "; for polygons use --min-area" if "--min-length" in given else ""
+            raise ConfigError(f"{', '.join(given)} apply to --lines only{hint}")
+
+
+def _line_cleanup(*, raw: bool, median: int | None, lengths: dict[str, str | None]) -> LineCleanup:
+    """The library's default cleanup (or none with --no-cleanup), with the options given on top."""
+    from dataclasses import replace
+
+    from icetools.vectorize import DEFAULT_LINE_CLEANUP, RAW_LINES, parse_length
+
+    given: dict[str, Any] = {name: parse_length(text, name=name) for name, text in lengths.items() if text is not None}
+    if median is not None:
+        given["median_size"] = median
+    return replace(RAW_LINES if raw else DEFAULT_LINE_CLEANUP, **given)
 
 
 @app.command("vectorize")
@@ -32,17 +76,25 @@ def vectorize_command(
     simplify: Annotated[float, typer.Option("--simplify", help="Simplification tolerance in map units (m for GCP rasters); polygons keep their shared edges.")] = 0.0,
     connectivity: Annotated[int, typer.Option("--connectivity", callback=_connectivity, help="4 or 8. 8-connectivity yields invalid polygons (pixels touching at a corner), by GDAL's design.")] = 4,
     lines: Annotated[bool, typer.Option("--lines", help="Skeleton lines of a mask (grounding lines) instead of polygons.")] = False,
-    min_length: Annotated[float, typer.Option("--min-length", help="Lines: drop lines shorter than this, in map units (m for GCP rasters).")] = 0.0,
+    min_length: Annotated[float, typer.Option("--min-length", help="Lines: drop each line (between junctions or ends) shorter than this, in map units (m for GCP rasters), after the cleanup.")] = 0.0,
+    median: Annotated[Optional[int], typer.Option("--median", metavar="PIXELS", help="Lines: median filter window in pixels (odd) on the raster before the threshold; 1 = off (default). 5-11 cleans a model's probability map; lines thinner than about half the window vanish.")] = None,
+    spur: Annotated[Optional[str], typer.Option("--spur", metavar="LENGTH", help=f"Lines: prune spurs (a branch from a junction to a free end) shorter than this; {LENGTH_HELP}. Default 5px; 0 = off.")] = None,
+    min_piece: Annotated[Optional[str], typer.Option("--min-piece", metavar="LENGTH", help="Lines: drop connected pieces shorter than this in total (a short link inside a network stays); units as --spur. Default 10px; 0 = off.")] = None,
+    smooth: Annotated[Optional[str], typer.Option("--smooth", metavar="LENGTH", help="Lines: sigma of a Gaussian smoothing along each line, whose ends and junctions stay put; units as --spur. Default 1.5px; 0 = off.")] = None,
+    no_cleanup: Annotated[bool, typer.Option("--no-cleanup", help="Lines: the raw skeleton, no pruning, piece removal or smoothing (cleanup options given with it still apply).")] = False,
     strip_rows: Annotated[int, typer.Option("--strip-rows", min=1, help="Rows read and vectorized at a time; bounds the memory.")] = 1024,
     layer: Layer = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Vectorize RASTER into class polygons (class, value_min, value_max, mean, area, n_pixels) or lines (length).
 
-    Coordinates are in the raster's CRS; rasters with only tie points (radar geometry) are written in
-    EPSG:4326; rasters with neither get pixel coordinates and no CRS. Nodata and NaN pixels make no feature.
+    Lines are cleaned as the grounding-line literature does: optional median filter, skeleton, spurs
+    and short pieces pruned, smoothing. Coordinates are in the raster's CRS; rasters with only tie
+    points (radar geometry) are written in EPSG:4326; rasters with neither get pixel coordinates and
+    no CRS. Nodata and NaN pixels make no feature.
     """
-    from icetools.errors import ConfigError
+    from icetools.cli.progress import EventBars
+    from icetools.errors import IcetoolsError
     from icetools.io.atomic import check_output
     from icetools.io.vector import write_layer
     from icetools.vectorize import describe_georeference, parse_bins, vectorize_lines, vectorize_polygons
@@ -50,27 +102,30 @@ def vectorize_command(
     check_output(output, overwrite=overwrite)  # fail before the work, not after it
     start = time.perf_counter()
     kind = "lines" if lines else "polygons"
-    with make_progress() as bar:
-        task = bar.add_task(f"vectorize {kind}", total=1.0)
-        report = lambda fraction: bar.update(task, completed=fraction)  # noqa: E731
-        if lines:
-            polygon_only = {"--bins": bins is not None, "--min-area": min_area > 0, "--min-area-px": min_area_px > 0,
-                            "--connectivity 8": connectivity == 8}
-            given = [name for name, used in polygon_only.items() if used]
-            if given:
-                raise ConfigError(f"{', '.join(given)} apply to polygons only, not to --lines")
-            frame = vectorize_lines(
-                raster, band=band, threshold=0.5 if threshold is None else threshold, min_length=min_length,
-                simplify=simplify, strip_rows=strip_rows, progress=report,
-            )
-        else:
-            if min_length > 0:
-                raise ConfigError("--min-length applies to --lines only; for polygons use --min-area")
-            frame = vectorize_polygons(
-                raster, band=band, threshold=threshold, bins=parse_bins(bins) if bins is not None else None,
-                min_area=min_area, min_area_px=min_area_px, simplify=simplify, connectivity=connectivity,
-                strip_rows=strip_rows, progress=report,
-            )
+    lengths = {"spur_length": spur, "min_piece_length": min_piece, "smooth_sigma": smooth}
+    _check_kind(
+        lines,
+        polygon_only={"--bins": bins is not None, "--min-area": min_area > 0, "--min-area-px": min_area_px > 0,
+                      "--connectivity 8": connectivity == 8},
+        line_only={"--min-length": min_length > 0, "--median": median is not None, "--no-cleanup": no_cleanup,
+                   **{FLAGS[name]: text is not None for name, text in lengths.items()}},
+    )
+    try:
+        with EventBars({"rows": f"vectorize {kind}"}) as bars:
+            if lines:
+                frame = vectorize_lines(
+                    raster, band=band, threshold=0.5 if threshold is None else threshold, min_length=min_length,
+                    simplify=simplify, cleanup=_line_cleanup(raw=no_cleanup, median=median, lengths=lengths),
+                    strip_rows=strip_rows, progress=bars,
+                )
+            else:
+                frame = vectorize_polygons(
+                    raster, band=band, threshold=threshold, bins=parse_bins(bins) if bins is not None else None,
+                    min_area=min_area, min_area_px=min_area_px, simplify=simplify, connectivity=connectivity,
+                    strip_rows=strip_rows, progress=bars,
+                )
+    except IcetoolsError as exc:
+        raise type(exc)(in_flags(str(exc))) from None
     georeference = frame.attrs.get("georeference")
     if georeference == "gcps":
         info(f"{raster} has tie points only: coordinates moved through them to EPSG:4326")

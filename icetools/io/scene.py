@@ -3,6 +3,11 @@
 :func:`open_scene` returns a :class:`Scene`: named bands read lazily by window, a grid, a validity
 mask and, for AI4Arctic files, the embedded ice chart. Nothing reads a whole scene unless asked.
 Handles are opened lazily and re-opened after a fork, so a Scene can travel to DataLoader workers.
+
+AI4Arctic files carry the incidence angle on their tie points (``sar_grid_incidenceangle``, or
+``sar_grid2d_incidenceangle`` in the ready-to-train files); it is offered as the band
+:data:`INCIDENCE_BAND`, in degrees, interpolated bilinearly onto each window's pixels (not a default
+input: name it to train on it).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from icetools.grid import Grid, gcps_from_tie_points
 from icetools.sigrid import ChartPolygon, parse_polygon_codes
 
 SAR_ALIASES = {"HH": "nersc_sar_primary", "HV": "nersc_sar_secondary"}
+INCIDENCE_BAND = "sar_incidence_angle"
+"""The incidence angle (degrees) interpolated from an AI4Arctic file's tie points onto its pixels."""
 NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
 GEOTIFF_SUFFIXES = {".tif", ".tiff", ".gtiff", ".vrt"}
 
@@ -45,6 +52,69 @@ def pad_array(data: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]], mo
         return np.pad(data, widths, mode=mode)  # numpy chains reflections for pads wider than the data
     fill = np.nan if data.dtype.kind == "f" else 0
     return np.pad(data, widths, mode="constant", constant_values=fill)
+
+
+class TiePointField:
+    """A smooth scalar known at tie points (the incidence angle), read onto any window of pixels.
+
+    Tie points sit at pixel centres given as (line, sample) indices. On a full regular tie grid (the
+    AI4Arctic layouts) values are bilinear between tie points, exact at them, and extrapolated
+    linearly from the outermost tie points (the incidence angle changes nearly linearly across the
+    swath); the window is computed as two small matrix products. Scattered tie points fall back to
+    linear interpolation over their triangulation, nearest value outside it.
+    """
+
+    def __init__(self, lines: np.ndarray, samples: np.ndarray, values: np.ndarray):
+        lines, samples, values = (np.asarray(a, dtype="float64").ravel() for a in (lines, samples, values))
+        keep = np.isfinite(values) & np.isfinite(lines) & np.isfinite(samples)
+        lines, samples, values = lines[keep], samples[keep], values[keep]
+        if values.size == 0:
+            raise MissingVariableError("the incidence angle tie points hold no finite value")
+        self._lines, self._samples = np.unique(lines), np.unique(samples)
+        self._grid: np.ndarray | None = None
+        if self._lines.size * self._samples.size == values.size:
+            grid = np.full((self._lines.size, self._samples.size), np.nan)
+            grid[np.searchsorted(self._lines, lines), np.searchsorted(self._samples, samples)] = values
+            if np.isfinite(grid).all():
+                self._grid = grid
+        self._points = (lines, samples, values)
+
+    @staticmethod
+    def _weights(nodes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """(positions, nodes) linear interpolation weights, extrapolating from the end segments."""
+        weights = np.zeros((positions.size, nodes.size))
+        if nodes.size == 1:
+            weights[:, 0] = 1.0
+            return weights
+        k = np.clip(np.searchsorted(nodes, positions, side="right") - 1, 0, nodes.size - 2)
+        t = (positions - nodes[k]) / (nodes[k + 1] - nodes[k])
+        rows = np.arange(positions.size)
+        weights[rows, k] = 1.0 - t
+        weights[rows, k + 1] = t
+        return weights
+
+    def read(self, window: Window) -> np.ndarray:
+        """The field on the pixels of ``window`` (inside the scene), float32 (h, w)."""
+        rows = np.arange(int(window.row_off), int(window.row_off + window.height), dtype="float64")
+        cols = np.arange(int(window.col_off), int(window.col_off + window.width), dtype="float64")
+        if self._grid is not None:
+            out = self._weights(self._lines, rows) @ self._grid @ self._weights(self._samples, cols).T
+            return out.astype("float32")
+        from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+
+        lines, samples, values = self._points
+        r, c = np.meshgrid(rows, cols, indexing="ij")
+        query = np.stack([r.ravel(), c.ravel()], axis=-1)
+        out = np.full(query.shape[0], np.nan)
+        if values.size >= 3:
+            try:
+                out = LinearNDInterpolator(np.stack([lines, samples], axis=-1), values)(query)
+            except Exception:  # collinear tie points (scipy's Qhull error): nearest values below
+                pass
+        missing = ~np.isfinite(out)
+        if missing.any():
+            out[missing] = NearestNDInterpolator(np.stack([lines, samples], axis=-1), values)(query[missing])
+        return out.reshape(r.shape).astype("float32")
 
 
 class Scene(ABC):
@@ -179,7 +249,10 @@ class NetCDFScene(Scene):
         self.grid = Grid(height, width, gcps=self._read_gcps(ds, height, width), gcp_crs=_wgs84())
         full = [n for n, v in variables.items() if v.dimensions == self._dims]
         coarse = [n for n, v in variables.items() if tuple(v.dimensions) == self.TWO_KM_DIMS]
-        self._bands = tuple(full + coarse)
+        has_ties = {"sar_grid_incidenceangle", "sar_grid_line", "sar_grid_sample"} <= set(variables) or (
+            "sar_grid2d_incidenceangle" in variables)
+        derived = [INCIDENCE_BAND] if has_ties and INCIDENCE_BAND not in variables else []
+        self._bands = tuple(full + coarse + derived)
         self._coarse = set(coarse)
         self.attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
 
@@ -200,19 +273,33 @@ class NetCDFScene(Scene):
                 v["sar_grid_line"][:], v["sar_grid_sample"][:], v["sar_grid_latitude"][:], v["sar_grid_longitude"][:]
             )
         if "sar_grid2d_latitude" in v and "sar_grid2d_longitude" in v:
-            # Ready-to-train files: dims (sample points, line points), spread evenly over the scene.
-            lat = np.asarray(v["sar_grid2d_latitude"][:], dtype="float64")
-            lon = np.asarray(v["sar_grid2d_longitude"][:], dtype="float64")
-            dims = v["sar_grid2d_latitude"].dimensions
-            if dims and dims[0].startswith("sar_line"):
-                lat, lon = lat.T, lon.T
-            n_samp, n_line = lat.shape
-            samples, lines = np.meshgrid(np.linspace(0, width - 1, n_samp), np.linspace(0, height - 1, n_line), indexing="ij")
-            return gcps_from_tie_points(lines.ravel(), samples.ravel(), lat.ravel(), lon.ravel())
+            lines, samples, lat = _grid2d(v["sar_grid2d_latitude"], height, width)
+            _, _, lon = _grid2d(v["sar_grid2d_longitude"], height, width)
+            return gcps_from_tie_points(lines, samples, lat, lon)
         raise CRSError(
             f"{self.path.name} has no geolocation: expected the tie points sar_grid_line/sample/latitude/longitude "
             "or sar_grid2d_latitude/longitude"
         )
+
+    def _incidence_ties(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lines, samples, degrees) of the incidence angle tie points (fill values as NaN)."""
+        v = self.handle.variables
+        if "sar_grid_incidenceangle" in v and "sar_grid_line" in v and "sar_grid_sample" in v:
+            var = v["sar_grid_incidenceangle"]
+            lines, samples = np.asarray(v["sar_grid_line"][:]), np.asarray(v["sar_grid_sample"][:])
+            values = np.asarray(var[:], dtype="float64")
+        else:
+            var = v["sar_grid2d_incidenceangle"]
+            lines, samples, values = _grid2d(var, self.height, self.width)
+        fill = getattr(var, "_FillValue", None)
+        if fill is not None:
+            values = np.where(values == fill, np.nan, values)
+        return lines, samples, values
+
+    @cached_property
+    def _incidence(self) -> TiePointField:
+        """Built on first read, from arrays only: it pickles into DataLoader workers with the scene."""
+        return TiePointField(*self._incidence_ties())
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -226,6 +313,8 @@ class NetCDFScene(Scene):
         return tuple(names)
 
     def _read_band(self, name: str, window: Window) -> np.ndarray:
+        if name == INCIDENCE_BAND and name not in self.handle.variables:
+            return self._incidence.read(window)
         var = self.handle.variables[name]
         r0, c0 = int(window.row_off), int(window.col_off)
         r1, c1 = r0 + int(window.height), c0 + int(window.width)
@@ -255,8 +344,11 @@ class NetCDFScene(Scene):
         data = self.read(names, window)
         valid = np.isfinite(data).all(axis=0)
         if self.kind == "ai4arctic-ready":
-            # Ready-to-train files set NaN to 0 after scaling: all-zero SAR marks land / no data.
-            valid &= ~(data == 0).all(axis=0)
+            # Ready-to-train files set NaN to 0 after scaling: all-zero SAR marks land / no data. The
+            # incidence angle from the tie points is never 0 and knows no land: it does not vote.
+            scaled = [i for i, n in enumerate(self.resolve(names or self.default_inputs)) if n != INCIDENCE_BAND]
+            if scaled:
+                valid &= ~(data[scaled] == 0).all(axis=0)
         return valid
 
     @property
@@ -322,6 +414,17 @@ class GeoTiffScene(Scene):
         return "polygon_id" in self._names
 
     CHART_BAND = "polygon_id"
+
+
+def _grid2d(var, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lines, samples, values) of a ready-to-train ``sar_grid2d_*`` variable: dims (sample points,
+    line points) in the files (the other order is accepted too), spread evenly over the scene."""
+    values = np.asarray(var[:], dtype="float64")
+    if var.dimensions and var.dimensions[0].startswith("sar_line"):
+        values = values.T
+    n_samp, n_line = values.shape
+    samples, lines = np.meshgrid(np.linspace(0, width - 1, n_samp), np.linspace(0, height - 1, n_line), indexing="ij")
+    return lines.ravel(), samples.ravel(), values.ravel()
 
 
 def _wgs84():

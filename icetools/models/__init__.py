@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from icetools.models.registry import (
     MODEL_NAMES,
+    MODEL_SIZES,
+    SIZE_PRESETS,
     WEIGHT_INIT_ARGS,
     build_model,
-    context_scales_of,
     model_class,
     model_spec,
+    size_args,
 )
 
-__all__ = ["MODEL_NAMES", "WEIGHT_INIT_ARGS", "build_model", "context_scales_of", "model_class", "model_spec"]
+__all__ = [
+    "MODEL_NAMES", "MODEL_SIZES", "SIZE_PRESETS", "WEIGHT_INIT_ARGS", "build_model", "model_class", "model_spec",
+    "size_args",
+]

@@ -37,13 +37,10 @@ class AttentionUNet(UNetBody):
             bottleneck_width=bottleneck_width,
             attention=True,
         )
-        self.spec = {
-            "name": name,
-            "args": {
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "encoder_widths": encoder_widths,
-                "decoder_widths": decoder_widths,
-                "bottleneck_width": bottleneck_width,
-            },
-        }
+        self.record_spec(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            encoder_widths=encoder_widths,
+            decoder_widths=decoder_widths,
+            bottleneck_width=bottleneck_width,
+        )

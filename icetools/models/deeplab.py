@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from icetools.models.base import IcetoolsModel
 from icetools.models.blocks import ASPP, ResNetEncoder, conv_bn_relu, resize_to
 from icetools.models.registry import check_int
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(IcetoolsModel):
     """Encoder at output stride 8 or 16, ASPP head (rates 6, 12, 18 at stride 16, doubled at 8),
     logits upsampled bilinearly to the input size."""
 
@@ -29,15 +30,12 @@ class DeepLabV3(nn.Module):
         rate = 16 // output_stride
         self.aspp = ASPP(deep, deep, dilations=(1, 6 * rate, 12 * rate, 18 * rate))
         self.classifier = nn.Sequential(conv_bn_relu(deep, deep), nn.Conv2d(deep, out_channels, 1))
-        self.spec = {
-            "name": name,
-            "args": {
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "base_width": base_width,
-                "output_stride": output_stride,
-            },
-        }
+        self.record_spec(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            base_width=base_width,
+            output_stride=output_stride,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deepest = self.encoder(x)[-1]

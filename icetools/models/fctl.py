@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from icetools.errors import ConfigError, DataError, InputFileError
+from icetools.models.base import IcetoolsModel
 from icetools.models.blocks import ContextCorrelation, conv_bn_relu, resize_to
 from icetools.models.registry import check_float, check_float_tuple, check_int, check_optional_str
 
@@ -72,10 +73,11 @@ class SqueezeSplitFusion(nn.Module):
         return fused, weights
 
 
-class FCtL(nn.Module):
+class FCtL(IcetoolsModel):
     """Context model: input (B, T, C, H, W), T = len(context_scales), index 0 the local patch."""
 
     model_name = "fctl"
+    takes_windows = True
 
     def __init__(
         self,
@@ -117,16 +119,13 @@ class FCtL(nn.Module):
         self.score_pool3 = nn.Conv2d(widths[2], out_channels, 1)
         if encoder_weights is not None:
             load_encoder_weights(self.encoder, encoder_weights)
-        self.spec = {
-            "name": name,
-            "args": {
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "context_scales": context_scales,
-                "width": width,
-                "encoder_weights": encoder_weights,
-            },
-        }
+        self.record_spec(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            context_scales=context_scales,
+            width=width,
+            encoder_weights=encoder_weights,
+        )
 
     def forward(
         self, x: torch.Tensor, return_fusion_weights: bool = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from icetools.models.base import IcetoolsModel
 from icetools.models.blocks import ResNetEncoder, conv_bn_relu, resize_to
 from icetools.models.registry import check_int
 
@@ -28,7 +29,7 @@ class LinkDecoderBlock(nn.Module):
         return self.expand(resize_to(self.up(self.reduce(x)), size))
 
 
-class LinkNet(nn.Module):
+class LinkNet(IcetoolsModel):
     """Encoder at strides 4..32; decoder blocks upsample and add the matching encoder output;
     a transposed-conv head returns to full resolution."""
 
@@ -53,10 +54,7 @@ class LinkNet(nn.Module):
             conv_bn_relu(half, half),
             nn.Conv2d(half, out_channels, 1),
         )
-        self.spec = {
-            "name": name,
-            "args": {"in_channels": in_channels, "out_channels": out_channels, "base_width": base_width},
-        }
+        self.record_spec(in_channels=in_channels, out_channels=out_channels, base_width=base_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, e1, e2, e3, e4 = self.encoder(x)

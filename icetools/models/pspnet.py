@@ -6,11 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from icetools.models.base import IcetoolsModel
 from icetools.models.blocks import PyramidPooling, ResNetEncoder, conv_bn_relu, resize_to
 from icetools.models.registry import check_int, check_int_tuple
 
 
-class PSPNet(nn.Module):
+class PSPNet(IcetoolsModel):
     """Dilated ResNet-18-shaped encoder, pyramid pooling, 3x3 fuse conv, 1x1 head, bilinear upsampling."""
 
     model_name = "pspnet"
@@ -34,10 +35,7 @@ class PSPNet(nn.Module):
         self.pyramid = PyramidPooling(deep, bins=bins)
         fuse = self.encoder.channels[-2]
         self.classifier = nn.Sequential(conv_bn_relu(self.pyramid.out_channels, fuse), nn.Conv2d(fuse, out_channels, 1))
-        self.spec = {
-            "name": name,
-            "args": {"in_channels": in_channels, "out_channels": out_channels, "base_width": base_width, "bins": bins},
-        }
+        self.record_spec(in_channels=in_channels, out_channels=out_channels, base_width=base_width, bins=bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deepest = self.encoder(x)[-1]

@@ -18,6 +18,8 @@ from icetools.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
+    from icetools.models.base import IcetoolsModel
+
 # name -> (module, class). The order is the order users see in help texts and error messages.
 _MODELS: dict[str, tuple[str, str]] = {
     "unet": ("icetools.models.unet", "UNet"),
@@ -38,12 +40,43 @@ MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
 # not exist on the machine that predicts.
 WEIGHT_INIT_ARGS: frozenset[str] = frozenset({"encoder_weights"})
 
+MODEL_SIZES: tuple[str, ...] = ("laptop", "paper")
+"""Named model sizes: "laptop" is each model's default arguments (trains in minutes on a CPU);
+"paper" the widths of the method's source paper (hours on a CPU; a GPU's size)."""
+
+SIZE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Ronneberger et al.'s U-Net: 64-128-256-512 and a 1024 bottleneck, 16 times the compute of the
+    # default 16..128 (0.3 s a step of 8 x 128 px on 2 CPU cores).
+    "unet": {"paper": {"widths": [64, 128, 256, 512]}},
+    "unet-aspp": {"paper": {}},  # the narrow defaults are the source work's
+    "attention-unet": {"paper": {}},  # as unet-aspp
+    "unet++": {"paper": {"widths": [32, 64, 128, 256, 512]}},  # Zhou et al., as the defaults
+    "deeplabv3": {"paper": {"base_width": 64}},  # a ResNet's 64..512 channels
+    "pspnet": {"paper": {"base_width": 64}},
+    "linknet": {"paper": {"base_width": 64}},
+    "fctl": {"paper": {"width": 1.0}},  # the full VGG16 widths of FCtL's FCN-8s
+}
+"""Arguments each named size sets (model arguments given explicitly override them)."""
+
+
+def size_args(name: str, size: str) -> dict[str, Any]:
+    """The model arguments of a named size; ConfigError naming the sizes the model has."""
+    if size not in MODEL_SIZES:
+        raise ConfigError(f"unknown model size {size!r}; sizes: {', '.join(MODEL_SIZES)}")
+    if size == "laptop":
+        return {}
+    presets = SIZE_PRESETS.get(name, {})
+    if size not in presets:
+        sizes = ["laptop", *presets]
+        raise ConfigError(f"model {name!r} has no {size!r} size; its sizes: {', '.join(sizes)}")
+    return json.loads(json.dumps(presets[size]))
+
 
 def _known_names() -> str:
     return ", ".join(MODEL_NAMES)
 
 
-def model_class(name: str) -> type[nn.Module]:
+def model_class(name: str) -> type[IcetoolsModel]:
     """The class registered under ``name``; ConfigError naming the known models otherwise."""
     if not isinstance(name, str) or name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; known models: {_known_names()}")
@@ -51,7 +84,7 @@ def model_class(name: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_model(name: str, **args: Any) -> nn.Module:
+def build_model(name: str, **args: Any) -> IcetoolsModel:
     """Build the model ``name`` from keyword arguments as found in ``config.json``.
 
     ``build_model(**model_spec(model))`` also works: a lone ``args`` dict is unpacked (no model has
@@ -93,11 +126,6 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
             "build it with icetools.models.build_model"
         )
     return json.loads(json.dumps(spec))
-
-
-def context_scales_of(model: nn.Module) -> tuple[float, ...]:
-    """Window sizes (relative to the patch) that the model reads; ``(1.0,)`` for plain models."""
-    return tuple(float(s) for s in getattr(model, "context_scales", (1.0,)))
 
 
 # ---------------------------------------------------------------------------------------------

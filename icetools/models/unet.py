@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from icetools.models.base import IcetoolsModel
 from icetools.models.blocks import AttentionGate, DoubleConv, resize_to
 from icetools.models.registry import check_int, check_int_tuple
 
 
-class UNetBody(nn.Module):
+class UNetBody(IcetoolsModel):
     """Encoder (double conv + 2x2 max pool per level), a bottleneck, decoder (2x2 up-conv, skip
     concat, double conv per level) and a 1x1 head.
 
@@ -86,7 +87,4 @@ class UNet(UNetBody):
             bottleneck=DoubleConv(widths[-1], bottleneck_width),
             bottleneck_width=bottleneck_width,
         )
-        self.spec = {
-            "name": name,
-            "args": {"in_channels": in_channels, "out_channels": out_channels, "widths": widths},
-        }
+        self.record_spec(in_channels=in_channels, out_channels=out_channels, widths=widths)

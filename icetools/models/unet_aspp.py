@@ -41,14 +41,11 @@ class UNetASPP(UNetBody):
             bottleneck=ASPP(encoder_widths[-1], bottleneck_width, dilations=dilations),
             bottleneck_width=bottleneck_width,
         )
-        self.spec = {
-            "name": name,
-            "args": {
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "encoder_widths": encoder_widths,
-                "decoder_widths": decoder_widths,
-                "bottleneck_width": bottleneck_width,
-                "dilations": dilations,
-            },
-        }
+        self.record_spec(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            encoder_widths=encoder_widths,
+            decoder_widths=decoder_widths,
+            bottleneck_width=bottleneck_width,
+            dilations=dilations,
+        )

@@ -6,13 +6,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from icetools.models.base import IcetoolsModel
 from icetools.models.blocks import DoubleConv, resize_to
 from icetools.models.registry import check_bool, check_int, check_int_tuple
 
 LEVELS = 5
 
 
-class UNetPlusPlus(nn.Module):
+class UNetPlusPlus(IcetoolsModel):
     """Nodes X[i][j] (level i, column j): X[i][0] is the encoder; X[i][j] = block(concat(X[i][0..j-1],
     up(X[i+1][j-1]))). Heads are 1x1 convs on X[0][1..4].
 
@@ -22,6 +23,7 @@ class UNetPlusPlus(nn.Module):
     """
 
     model_name = "unet++"
+    can_deep_supervise = True
 
     def __init__(
         self,
@@ -56,16 +58,13 @@ class UNetPlusPlus(nn.Module):
                 in_width = column * widths[level] + widths[level + 1]
                 self.nodes[f"x{level}_{column}"] = DoubleConv(in_width, widths[level])
         self.heads = nn.ModuleList(nn.Conv2d(widths[0], out_channels, 1) for _ in range(self.n_heads))
-        self.spec = {
-            "name": name,
-            "args": {
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "widths": widths,
-                "deep_supervision": deep_supervision,
-                "inference_head": inference_head,
-            },
-        }
+        self.record_spec(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            widths=widths,
+            deep_supervision=deep_supervision,
+            inference_head=inference_head,
+        )
 
     def _top_row(self, x: torch.Tensor, depth: int) -> list[torch.Tensor]:
         """X[0][1..depth], computing only the triangle of nodes they depend on."""

@@ -19,7 +19,6 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rasterio.features
@@ -32,9 +31,8 @@ from icetools.errors import ConfigError
 from icetools.grid import WGS84, Grid
 from icetools.io.atomic import atomic_path, check_output
 from icetools.io.raster import iter_strips, open_raster_writer
+from icetools.progress import Progress, report
 from icetools.synth import fields as F
-
-Progress = Callable[[float], None]
 
 PIXEL_M = 50.0
 WAVELENGTH_M = 0.0556  # Sentinel-1 C band
@@ -306,8 +304,7 @@ def make_grounding_line_scene(
             r0, r1 = int(window.row_off), int(window.row_off + window.height)
             phase, magnitude = render_strip(zone, r0, r1, seed=seed, index=index)
             writer.write(np.stack([phase, magnitude]), window)
-            if progress is not None:
-                progress(0.95 * (index + 1) / len(windows))
+            report(progress, "scene", 0.95 * (index + 1) / len(windows), 1.0)
         transform = zone.grid.transform
         geoms = shapely.transform(
             np.array(zone.lines, dtype=object),
@@ -319,6 +316,5 @@ def make_grounding_line_scene(
         )
         with atomic_path(outputs["lines"], overwrite=overwrite) as tmp:
             write_layer(frame, tmp, layer="grounding_line", overwrite=True)
-    if progress is not None:
-        progress(1.0)
+    report(progress, "scene", 1.0, 1.0)
     return outputs

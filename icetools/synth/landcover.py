@@ -18,7 +18,6 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import shapely
@@ -29,9 +28,8 @@ from icetools.errors import ConfigError
 from icetools.grid import WGS84, Grid
 from icetools.io.atomic import check_output
 from icetools.io.raster import iter_strips, open_raster_writer
+from icetools.progress import Progress, report
 from icetools.synth import fields as F
-
-Progress = Callable[[float], None]
 
 PIXEL_M = 0.5
 MIN_SIZE = 64
@@ -338,8 +336,6 @@ def make_landcover_scene(
             rgb, classes = render_strip(scene, r0, r1, index=index)
             image.write(rgb, window)
             labels.write(classes, window)
-            if progress is not None:
-                progress(0.95 * (index + 1) / len(windows))
-    if progress is not None:
-        progress(1.0)
+            report(progress, "scene", 0.95 * (index + 1) / len(windows), 1.0)
+    report(progress, "scene", 1.0, 1.0)
     return outputs

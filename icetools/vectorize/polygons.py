@@ -1,28 +1,19 @@
-"""Predicted rasters -> vectors an analyst opens in QGIS: class polygons, or skeleton lines.
+"""Class polygons of a predicted raster, streamed in full-width strips.
 
-Both stream the raster in full-width strips, so a 10k x 10k scene is never polygonized in one piece
-nor held whole in memory:
+Each strip is classified (integer classes, ``threshold`` or ``bins``), sieved, labelled into
+connected components and polygonized by GDAL (rasterio.features.shapes). Pieces that touch a strip
+seam are kept aside with their pixel count and value sum, grouped with their same-class neighbours
+across the seams by connected component, and joined at the end. Geometry work runs in pixel space,
+where every vertex is an integer and every edge horizontal or vertical; coordinates move to map
+units (or through the tie points to EPSG:4326) last.
 
-* Polygons: each strip is classified (integer classes, ``threshold`` or ``bins``), sieved, labelled
-  into connected components and polygonized by GDAL (rasterio.features.shapes). Pieces that touch
-  a strip seam are kept aside with their pixel count and value sum, grouped with their same-class
-  neighbours across the seams by connected component, and joined at the end. Geometry work runs
-  in pixel space, where every vertex is an integer and every edge horizontal or vertical;
-  coordinates move to map units (or through the tie points to EPSG:4326) last.
-* Lines: each strip is thresholded and skeletonized (scikit-image), the skeleton traced into lines
-  split at junctions and ends, and pieces cut by a seam joined with shapely.line_merge.
-
-Approximations, both from strip-wise work with a halo of rows:
-
-* The sieve sees each strip with a halo of rows above and below: the sieve size in pixels,
-  clamped to 64..512 rows. A component with fewer pixels than the sieve size spans fewer rows, so
-  it lies whole in the window and is removed exactly as by a whole-raster sieve; a larger one that
-  runs out of the window shows more pixels than the halo has rows, so it is kept. Only when the
-  sieve size exceeds 512 pixels can a component that crosses a seam and reaches beyond the halo
-  look small and be sieved away wrongly. The neighbour that absorbs a sieved speck is chosen by
-  GDAL from the neighbour sizes seen inside the window.
-* The skeleton of a strip is computed with LINE_HALO rows of context, enough for lines a few tens
-  of pixels thick; thicker blobs may get a slightly different skeleton near a seam.
+The sieve sees each strip with a halo of rows above and below: the sieve size in pixels, clamped
+to 64..512 rows. A component with fewer pixels than the sieve size spans fewer rows, so it lies
+whole in the window and is removed exactly as by a whole-raster sieve; a larger one that runs out
+of the window shows more pixels than the halo has rows, so it is kept. Only when the sieve size
+exceeds 512 pixels can a component that crosses a seam and reaches beyond the halo look small and
+be sieved away wrongly. The neighbour that absorbs a sieved speck is chosen by GDAL from the
+neighbour sizes seen inside the window.
 """
 
 from __future__ import annotations
@@ -30,28 +21,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio.windows import Window
 
-from icetools.errors import ConfigError, DataError, EmptyInputError, MissingVariableError
-from icetools.grid import WGS84, Grid
+from icetools.errors import ConfigError, DataError, EmptyInputError
 from icetools.io.raster import grid_of, open_raster
+from icetools.progress import Progress, report
+from icetools.vectorize.common import STRIP_ROWS, Georef, band_index, check_strip_rows, make_frame, read_rows
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    import rasterio
 
-STRIP_ROWS = 1024
 SIEVE_HALO_MIN = 64
 SIEVE_HALO_MAX = 512
-LINE_HALO = 64
 NODATA_CLASS = int(np.iinfo(np.int32).min)
-
-Progress = Callable[[float], None]
 
 
 # --------------------------------------------------------------------------- options
@@ -61,12 +47,12 @@ def parse_bins(text: str) -> list[float]:
     """``"0.1,0.4,0.7"`` -> [0.1, 0.4, 0.7]; the edges of the class intervals, strictly increasing."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
     if not parts:
-        raise ConfigError(f"--bins '{text}' has no values: give increasing edges, e.g. --bins 0.1,0.4,0.7,0.9")
+        raise ConfigError(f"`bins` '{text}' has no values: give increasing edges, e.g. 0.1,0.4,0.7,0.9")
     try:
         edges = [float(p) for p in parts]
     except ValueError:
-        raise ConfigError(f"--bins '{text}' is not a comma-separated list of numbers, e.g. 0.1,0.4,0.7,0.9") from None
-    _check_edges(edges, f"--bins '{text}'")
+        raise ConfigError(f"`bins` '{text}' is not a comma-separated list of numbers, e.g. 0.1,0.4,0.7,0.9") from None
+    _check_edges(edges, f"`bins` '{text}'")
     return edges
 
 
@@ -89,7 +75,7 @@ class _Classifier:
                 lo, hi = int(values[valid].min()), int(values[valid].max())
                 if lo <= NODATA_CLASS or hi > np.iinfo(np.int32).max:
                     raise DataError(
-                        f"{path}: class values {lo}..{hi} do not fit in 32 bits: use --bins or --threshold"
+                        f"{path}: class values {lo}..{hi} do not fit in 32 bits: use `bins` or `threshold`"
                     )
             classes = values.astype(np.int32)
         else:
@@ -106,109 +92,27 @@ class _Classifier:
 
 def _classifier(dtype: str, *, threshold: float | None, bins: Sequence[float] | None, path: Path) -> _Classifier:
     if threshold is not None and bins is not None:
-        raise ConfigError("pass either --threshold or --bins, not both")
+        raise ConfigError("pass either `threshold` or `bins`, not both")
     if threshold is not None:
         if not math.isfinite(threshold):
-            raise ConfigError(f"--threshold {threshold} is not a finite number")
+            raise ConfigError(f"`threshold` {threshold} is not a finite number")
         return _Classifier(np.array([float(threshold)]))
     if bins is not None:
         edges = [float(b) for b in bins]
         if not edges:
-            raise ConfigError("--bins is empty: give increasing edges, e.g. 0.1,0.4,0.7,0.9")
-        _check_edges(edges, "--bins")
+            raise ConfigError("`bins` is empty: give increasing edges, e.g. 0.1,0.4,0.7,0.9")
+        _check_edges(edges, "`bins`")
         return _Classifier(np.array(edges))
     if np.dtype(dtype).kind not in "iub":
         raise DataError(
-            f"{path} is a {dtype} raster, not classes: pass --threshold T (two classes) or --bins a,b,c (intervals)"
+            f"{path} is a {dtype} raster, not classes: pass `threshold` T (two classes) or `bins` a,b,c (intervals)"
         )
     return _Classifier(None)
 
 
-def _band_index(dataset: "rasterio.io.DatasetReader", band: int | str, path: Path) -> int:
-    """A 1-based band index from an index or a band description."""
-    if isinstance(band, str) and band.strip().isdigit():
-        band = int(band)
-    if isinstance(band, (int, np.integer)):
-        if 1 <= band <= dataset.count:
-            return int(band)
-        raise MissingVariableError(f"{path} has {dataset.count} band(s): --band {band} is out of range")
-    names = list(dataset.descriptions)
-    if band in names:
-        return names.index(band) + 1
-    listed = ", ".join(name or f"#{i}" for i, name in enumerate(names, start=1))
-    raise MissingVariableError(f"{path} has no band named '{band}'; bands: {listed}")
-
-
 def _check_connectivity(connectivity: int) -> None:
     if connectivity not in (4, 8):
-        raise ConfigError(f"--connectivity must be 4 or 8, not {connectivity}")
-
-
-# --------------------------------------------------------------------------- georeference
-
-
-class _Georef:
-    """Pixel space -> measure space (map units, or local metres for GCP grids) -> output CRS.
-
-    GCP scenes are measured (area, length, simplification tolerance) in the tie points' local
-    azimuthal equidistant projection, in metres, and written in EPSG:4326.
-    """
-
-    def __init__(self, grid: Grid):
-        self.grid = grid
-        if grid.has_gcps:
-            self.kind = "gcps"
-            self.output_crs = WGS84
-            self.pixel_area = grid.pixel_size() ** 2
-        elif grid.transform is not None:
-            self.kind = "crs" if grid.crs is not None else "transform"
-            self.output_crs = grid.crs
-            t = grid.transform
-            self.pixel_area = abs(t.a * t.e - t.b * t.d)
-        else:
-            self.kind = "none"
-            self.output_crs = None
-            self.pixel_area = 1.0
-
-    def to_measure(self, geoms: np.ndarray) -> np.ndarray:
-        if self.kind == "gcps":
-            mapping = self.grid.tie_points
-            return shapely.transform(geoms, lambda xy: np.stack(mapping.pixel_to_local(xy[:, 0], xy[:, 1]), axis=-1))
-        if self.kind in ("crs", "transform"):
-            a, b, c, d, e, f = tuple(self.grid.transform)[:6]
-            return shapely.transform(
-                geoms, lambda xy: np.stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f], axis=-1)
-            )
-        return geoms
-
-    def to_output(self, geoms: np.ndarray) -> np.ndarray:
-        if self.kind != "gcps":
-            return geoms
-        from pyproj import Transformer
-
-        to_lonlat = Transformer.from_crs(self.grid.tie_points.local_crs, WGS84, always_xy=True)
-        return shapely.transform(geoms, lambda xy: np.stack(to_lonlat.transform(xy[:, 0], xy[:, 1]), axis=-1))
-
-
-def _frame(columns: dict, geoms: np.ndarray, georef: _Georef, *, layer_kind: str) -> "gpd.GeoDataFrame":
-    import geopandas as gpd
-
-    frame = gpd.GeoDataFrame(columns, geometry=list(geoms), crs=georef.output_crs)
-    frame.attrs["georeference"] = georef.kind
-    frame.attrs["kind"] = layer_kind
-    return frame
-
-
-def _read(dataset: "rasterio.io.DatasetReader", band: int, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Values of rows [row0, row1) and where they are valid (not nodata, not NaN)."""
-    values = dataset.read(band, window=Window(0, row0, dataset.width, row1 - row0))
-    nodata = dataset.nodatavals[band - 1]
-    valid = np.ones(values.shape, dtype=bool)
-    if values.dtype.kind == "f":
-        valid &= np.isfinite(values)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        valid &= values != nodata
-    return values, valid
+        raise ConfigError(f"`connectivity` must be 4 or 8, not {connectivity}")
 
 
 # --------------------------------------------------------------------------- polygons
@@ -309,7 +213,7 @@ class _PolygonPieces:
         labels = label(classes, background=NODATA_CLASS, connectivity=1 if self.connectivity == 4 else 2)
         n_labels = int(labels.max())
         if n_labels >= np.iinfo(np.int32).max:
-            raise DataError("a strip has more than 2^31 regions: lower strip_rows")
+            raise DataError("a strip has more than 2^31 regions: lower `strip_rows`")
         # rasterio.features.shapes takes int32 at most; label gives int64.
         labels = labels.astype(np.int32)
         flat = labels.ravel()
@@ -394,9 +298,9 @@ class _PolygonPieces:
 def _sieve_size(min_area: float, min_area_px: int, pixel_area: float) -> int:
     """Components with fewer pixels than this are sieved (0 or 1: no sieve)."""
     if min_area < 0 or min_area_px < 0:
-        raise ConfigError("--min-area and --min-area-px must not be negative")
+        raise ConfigError("`min_area` and `min_area_px` must not be negative")
     if min_area > 0 and min_area_px > 0:
-        raise ConfigError("pass either --min-area (map units squared) or --min-area-px (pixels), not both")
+        raise ConfigError("pass either `min_area` (map units squared) or `min_area_px` (pixels), not both")
     if min_area_px > 0:
         return int(min_area_px)
     if min_area > 0:
@@ -492,13 +396,12 @@ def vectorize_polygons(
     path = Path(path)
     _check_connectivity(connectivity)
     if simplify < 0:
-        raise ConfigError("--simplify must not be negative")
-    if strip_rows < 1:
-        raise ConfigError("strip_rows must be at least 1")
+        raise ConfigError("`simplify` must not be negative")
+    check_strip_rows(strip_rows)
     with open_raster(path) as dataset:
-        band_index = _band_index(dataset, band, path)
-        classifier = _classifier(dataset.dtypes[band_index - 1], threshold=threshold, bins=bins, path=path)
-        georef = _Georef(grid_of(dataset))
+        index = band_index(dataset, band, path)
+        classifier = _classifier(dataset.dtypes[index - 1], threshold=threshold, bins=bins, path=path)
+        georef = Georef(grid_of(dataset))
         sieve_px = _sieve_size(min_area, min_area_px, georef.pixel_area)
         halo = min(max(sieve_px, SIEVE_HALO_MIN), SIEVE_HALO_MAX) if sieve_px > 1 else 0
         height = dataset.height
@@ -506,17 +409,16 @@ def vectorize_polygons(
         for row0 in range(0, height, strip_rows):
             row1 = min(height, row0 + strip_rows)
             top, bottom = max(0, row0 - halo), min(height, row1 + halo)
-            values, valid = _read(dataset, band_index, top, bottom)
+            values, valid = read_rows(dataset, index, top, bottom)
             classes = classifier.classify(values, valid, path=path)
             if sieve_px > 1:
                 classes = sieve(classes, size=sieve_px, connectivity=connectivity, mask=valid)
             centre = slice(row0 - top, row1 - top)
             pieces.add_strip(classes[centre], values[centre], row0=row0, last=row1 == height)
-            if progress:
-                progress(row1 / height)
+            report(progress, "rows", row1, height)
     geoms, classes, sums, counts = pieces.finish()
     if len(geoms) == 0:
-        raise EmptyInputError(f"{path}: band {band_index} has no valid pixel (all nodata or NaN); nothing written")
+        raise EmptyInputError(f"{path}: band {index} has no valid pixel (all nodata or NaN); nothing written")
     if simplify > 0:
         geoms = georef.to_measure(add_shared_vertices(geoms))
         geoms = shapely.coverage_simplify(geoms, simplify, simplify_boundary=True)
@@ -528,169 +430,4 @@ def vectorize_polygons(
     columns["mean"] = sums / counts
     columns["area"] = shapely.area(geoms)
     columns["n_pixels"] = counts
-    return _frame(columns, georef.to_output(geoms), georef, layer_kind="polygons")
-
-
-# --------------------------------------------------------------------------- lines
-
-
-def _skeleton_graph(skeleton: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
-    """Node degrees and the neighbour presence per direction, for an 8-connected skeleton.
-
-    A diagonal step is dropped where the two pixels share a 4-neighbour on the skeleton: the
-    path through that neighbour already connects them, and keeping both would turn every
-    staircase corner into a false junction.
-    """
-    padded = np.pad(skeleton, 1)
-    rows, cols = skeleton.shape
-
-    def shifted(dr: int, dc: int) -> np.ndarray:
-        return padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols]
-
-    step = {(dr, dc): shifted(dr, dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))}
-    for dr, dc in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
-        step[(dr, dc)] = shifted(dr, dc) & ~shifted(dr, 0) & ~shifted(0, dc)
-    degree = np.zeros(skeleton.shape, dtype=np.uint8)
-    for present in step.values():
-        degree += present
-    degree[~skeleton] = 0
-    return degree, step
-
-
-def _trace_strip(skeleton: np.ndarray, *, top: int, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Trace the skeleton edges owned by rows [row0, row1) into pixel paths.
-
-    An edge belongs to the strip of its upper pixel (the left one when level), so pieces of
-    neighbouring strips meet in a shared pixel of the seam row, where line_merge joins them.
-    Lines split at junctions (more than two neighbours) and ends. Returns vertex coordinates
-    (pixel centres, pixel space) and the path index of each vertex.
-    """
-    degree, step = _skeleton_graph(skeleton)
-    width = skeleton.shape[1]
-    first, stop_row = row0 - top, min(row1 + 1, top + skeleton.shape[0]) - top
-    node_rows, node_cols = np.nonzero(skeleton[first:stop_row])
-    node_rows += first
-    linear = node_rows.astype(np.int64) * width + node_cols
-    owned = node_rows < row1 - top
-    u_parts, v_parts = [], []
-    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        has = owned & step[(dr, dc)][node_rows, node_cols]
-        source = np.flatnonzero(has)
-        u_parts.append(source)
-        v_parts.append(np.searchsorted(linear, linear[source] + dr * width + dc))
-    u, v = np.concatenate(u_parts), np.concatenate(v_parts)
-    if len(u) == 0:
-        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    n_nodes = len(linear)
-    owned_degree = np.bincount(u, minlength=n_nodes) + np.bincount(v, minlength=n_nodes)
-    stop = (owned_degree != 2) | (degree[node_rows, node_cols] != 2)
-    # Adjacency lists over owned edges (CSR).
-    ends = np.concatenate([u, v])
-    others = np.concatenate([v, u])
-    edge_ids = np.concatenate([np.arange(len(u)), np.arange(len(u))])
-    order = np.argsort(ends, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(ends, minlength=n_nodes))]).tolist()
-    nbr, eid = others[order].tolist(), edge_ids[order].tolist()
-    is_stop = stop.tolist()
-    used = bytearray(len(u))
-    paths: list[list[int]] = []
-
-    def walk(start: int, k: int) -> list[int]:
-        # Follow degree-2 nodes from `start` along adjacency slot k until a stop node (or back to start).
-        used[eid[k]] = 1
-        path, cur = [start], nbr[k]
-        while not is_stop[cur] and cur != start:
-            path.append(cur)
-            a = indptr[cur]
-            k = a if not used[eid[a]] else a + 1
-            used[eid[k]] = 1
-            cur = nbr[k]
-        path.append(cur)
-        return path
-
-    # Python loop: tracing is sequential by nature; it costs about a microsecond per skeleton pixel.
-    for s in np.flatnonzero(stop & (owned_degree > 0)).tolist():
-        for k in range(indptr[s], indptr[s + 1]):
-            if not used[eid[k]]:
-                paths.append(walk(s, k))
-    for e in range(len(u)):  # closed loops with no stop node
-        if not used[e]:
-            start = int(u[e])
-            k = indptr[start] if eid[indptr[start]] == e else indptr[start] + 1
-            paths.append(walk(start, k))
-    flat = np.fromiter((i for p in paths for i in p), dtype=np.int64)
-    index = np.repeat(np.arange(len(paths)), [len(p) for p in paths])
-    xy = np.stack([node_cols[flat] + 0.5, node_rows[flat] + top + 0.5], axis=-1).astype("float64")
-    return xy, index
-
-
-def vectorize_lines(
-    path: str | Path,
-    *,
-    band: int | str = 1,
-    threshold: float = 0.5,
-    min_length: float = 0.0,
-    simplify: float = 0.0,
-    strip_rows: int = STRIP_ROWS,
-    progress: Progress | None = None,
-) -> "gpd.GeoDataFrame":
-    """Centre lines of a mask (pixels >= threshold): skeletonized, traced, split at junctions.
-
-    Vertices sit at pixel centres; ``min_length`` and ``simplify`` are in map units (metres for
-    GCP scenes). The skeleton cuts the corner pixel of a 1-pixel L (a diagonal step).
-    """
-    from skimage.morphology import skeletonize
-
-    path = Path(path)
-    if not math.isfinite(threshold):
-        raise ConfigError(f"--threshold {threshold} is not a finite number")
-    if min_length < 0 or simplify < 0:
-        raise ConfigError("--min-length and --simplify must not be negative")
-    if strip_rows < 1:
-        raise ConfigError("strip_rows must be at least 1")
-    xy_parts, index_parts, n_paths = [], [], 0
-    any_pixel = False
-    with open_raster(path) as dataset:
-        band_index = _band_index(dataset, band, path)
-        georef = _Georef(grid_of(dataset))
-        height = dataset.height
-        for row0 in range(0, height, strip_rows):
-            row1 = min(height, row0 + strip_rows)
-            top, bottom = max(0, row0 - LINE_HALO), min(height, row1 + LINE_HALO)
-            values, valid = _read(dataset, band_index, top, bottom)
-            mask = valid & (values >= threshold)
-            any_pixel = any_pixel or bool(mask[row0 - top : row1 - top].any())
-            xy, index = _trace_strip(skeletonize(mask), top=top, row0=row0, row1=row1)
-            xy_parts.append(xy)
-            index_parts.append(index + n_paths)
-            n_paths += int(index.max()) + 1 if len(index) else 0
-            if progress:
-                progress(row1 / height)
-    if not any_pixel:
-        raise EmptyInputError(f"{path}: no pixel at or above threshold {threshold} in band {band_index}; nothing written")
-    if n_paths == 0:
-        raise EmptyInputError(f"{path}: the mask has only isolated pixels, no line to trace; nothing written")
-    pieces = shapely.linestrings(np.concatenate(xy_parts), indices=np.concatenate(index_parts))
-    # Pieces cut by a seam share the seam pixel as an end; merging happens only where exactly two ends meet.
-    lines = shapely.get_parts(shapely.line_merge(shapely.MultiLineString(list(pieces))))
-    lines = georef.to_measure(lines)
-    if simplify > 0:
-        lines = shapely.simplify(lines, simplify, preserve_topology=True)
-    lengths = shapely.length(lines)
-    keep = lengths >= min_length
-    if not keep.any():
-        raise EmptyInputError(
-            f"{path}: all {len(lines)} lines are shorter than --min-length {min_length}; nothing written"
-        )
-    return _frame({"length": lengths[keep]}, georef.to_output(lines[keep]), georef, layer_kind="lines")
-
-
-def describe_georeference(frame: "gpd.GeoDataFrame") -> str:
-    """One phrase for the CLI's summary: where the coordinates come from."""
-    kind = frame.attrs.get("georeference", "crs")
-    if kind == "gcps":
-        return "EPSG:4326 (moved through the raster's tie points)"
-    if kind == "none":
-        return "pixel coordinates, no CRS"
-    return frame.crs.to_string() if frame.crs is not None else "map coordinates, no CRS"
-
+    return make_frame(columns, georef.to_output(geoms), georef, layer_kind="polygons")

@@ -1,4 +1,4 @@
-"""Tests for icetools.checkpoint: round trips, the on-disk format and every refusal."""
+"""Tests for icetools.modeldir: round trips, the on-disk format and every refusal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from icetools.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, read_config, save_model_dir
+from icetools.modeldir import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelConfig,
+    load_model_dir,
+    read_config,
+    read_model_config,
+    save_model_dir,
+)
 from icetools.errors import ConfigError, InputFileError
 from icetools.models import MODEL_NAMES, model_spec
 
@@ -158,3 +166,93 @@ def test_fctl_loads_after_its_encoder_weights_file_is_gone(tmp_path: Path) -> No
     x = sample_input(model, batch=1, height=32, width=32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+# ------------------------------------------------------------------------------- ModelConfig
+
+TRAINED_CONFIG = {
+    "icetools_version": "0.1.0",
+    "task": "multiclass",
+    "inputs": ["HH", "HV"],
+    "normalization": {"mean": [-15.0, -25.0], "std": [4.5, 4.1]},
+    "patch_size": 64,
+    "n_classes": 3,
+    "context_scales": [1.0],
+    "training": {"loss": "focal", "best_epoch": 3, "val_metrics": {"miou": None}},
+    "provenance": {"patches": "p.gpkg", "scenes": ["a.tif"]},
+    "class_names": ["water", "thin", "thick"],
+    "model": {"name": "unet", "args": {"in_channels": 2, "out_channels": 3, "widths": [2, 4, 4, 8]}},
+    "written_by_a_newer_icetools": {"x": 1},
+}
+
+
+def test_model_config_round_trips_a_trained_config_and_keeps_unknown_keys() -> None:
+    config = ModelConfig.from_dict(TRAINED_CONFIG)
+    assert config.task == "multiclass" and config.n_classes == 3 and config.model_name == "unet"
+    assert config.extra == {"written_by_a_newer_icetools": {"x": 1}}
+    assert config.to_dict() == TRAINED_CONFIG
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert ModelConfig().to_dict() == {"task": "sic"}  # a config without a task is read as sic
+
+
+def test_read_model_config_of_a_saved_directory(tmp_path: Path) -> None:
+    config = ModelConfig.from_dict({k: v for k, v in TRAINED_CONFIG.items() if k != "model"})
+    model = small_model("unet", out_channels=3)
+    save_model_dir(tmp_path / "m", model, config)  # a ModelConfig is written like its dict
+    read = read_model_config(tmp_path / "m")
+    assert read.model == model_spec(model)
+    assert read.to_dict() == {**TRAINED_CONFIG, "model": model_spec(model)}
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"task": "landcover"}, "unknown task 'landcover'"),
+        ({"inputs": "HH"}, "'inputs' must be a list of band names"),
+        ({"inputs": ["HH"], "normalization": None}, "'inputs' names 1 bands but the model takes 2"),
+        ({"normalization": {"mean": [0.0, 0.0]}}, "'normalization' must be"),
+        ({"normalization": {"mean": [0.0, 0.0], "std": [1.0, 0.0]}}, "std > 0"),
+        ({"normalization": {"mean": [0.0], "std": [1.0]}}, "1 means and 1 stds for 2 input bands"),
+        ({"patch_size": 0}, "'patch_size' must be a positive integer"),
+        ({"n_classes": 2.5}, "'n_classes' must be a positive integer"),
+        ({"class_names": ["a", "b"]}, "'class_names' must be 3 names"),
+        ({"threshold": 1.5}, "'threshold' must be a number between 0 and 1"),
+        ({"context_scales": [1.0, -2.0]}, "'context_scales' must be"),
+        ({"refines": ["unet"]}, "'refines' must be a JSON object"),
+        ({"model": {"name": "resnet999", "args": {}}}, "unknown model 'resnet999'"),
+        ({"model": {"args": {}}}, '"model" must be of the form'),
+        ({"input_transforms": ["cos-sin"]}, "'input_transforms' must be a mapping of band names to transforms"),
+        ({"input_transforms": {"HH": "log"}}, "unknown input transform 'log' for band 'HH'"),
+        ({"input_transforms": {"phase": "cos-sin"}}, "name band\\(s\\) 'phase' that are not inputs"),
+        ({"input_transforms": {"HH": "cos-sin"}},
+         r"'inputs' gives 3 channels \(HH -> cos\(HH\), sin\(HH\); HV\) but the model takes 2"),
+    ],
+)
+def test_a_bad_config_names_its_directory_and_key(tmp_path: Path, change: dict, fragment: str) -> None:
+    save_model_dir(tmp_path / "m", small_model("unet", out_channels=3), {})
+    (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps({**TRAINED_CONFIG, **change}))
+    with pytest.raises(ConfigError, match=fragment) as info:
+        read_model_config(tmp_path / "m")
+    assert str(tmp_path / "m" / CONFIG_FILE) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_config_built_in_code_is_validated_too() -> None:
+    with pytest.raises(ConfigError, match="'patch_size'"):
+        ModelConfig(patch_size=-1)
+    with pytest.raises(ConfigError, match="must hold a JSON object"):
+        ModelConfig.from_dict(["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def test_input_transforms_round_trip_and_count_channels() -> None:
+    model = {"name": "unet", "args": {"in_channels": 3, "out_channels": 1}}
+    data = {"inputs": ["phase", "magnitude"], "input_transforms": {"phase": "cos-sin", "magnitude": "identity"},
+            "normalization": {"mean": [0.0, 0.0, 1.0], "std": [1.0, 1.0, 2.0]}, "model": model}
+    config = ModelConfig.from_dict(data)
+    assert config.input_transforms == {"phase": "cos-sin", "magnitude": "identity"}
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert list(config.to_dict())[:3] == ["model", "task", "inputs"] and "input_transforms" in config.to_dict()
+    with pytest.raises(ConfigError, match="3 input channels"):
+        ModelConfig.from_dict({**data, "normalization": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}})
+    old = ModelConfig.from_dict({"inputs": ["phase", "magnitude"], "model": {**model, "args": {"in_channels": 2}}})
+    assert old.input_transforms is None and "input_transforms" not in old.to_dict()  # old files stay as they were

@@ -1,0 +1,173 @@
+"""The one probability pass over a scene, and the crude probability mosaic made of it.
+
+Predict runs it to render its products; ``--merge refine`` and the refiner's training both run it
+to write a crude mosaic (K float32 probability bands, overlap-averaged, NaN = no data), so the
+refiner learns from exactly the mosaics it will refine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from icetools.errors import DataError
+from icetools.inference.predictor import Predictor, scene_input_spec
+from icetools.inference.windows import (
+    MergeStats,
+    RowSink,
+    Strip,
+    StripReader,
+    WindowPlan,
+    sliding_window_merge,
+    window_weights,
+)
+from icetools.inputs import InputSpec, as_input_spec, read_inputs
+from icetools.io.raster import RasterWriter, base_profile, open_raster_writer
+from icetools.io.scene import Scene
+from icetools.progress import Progress
+
+if TYPE_CHECKING:
+    from icetools.grid import Grid
+
+CRUDE_MERGE = "average"  # a crude mosaic is overlap-averaged, seams and all, at training and at predict
+
+
+def scene_strip_reader(
+    scene: Scene,
+    inputs: InputSpec | Sequence[str],
+    *,
+    mean: np.ndarray | None,
+    std: np.ndarray | None,
+    lock: threading.Lock,
+) -> StripReader:
+    """Read full-width rows of the model's channels and normalise them ((x - mean) / std, NaN kept).
+
+    ``inputs``: the bands and their transforms (a plain list of band names: as they are), read
+    through :func:`icetools.inputs.read_inputs` exactly as training reads them. ``lock`` serialises
+    reads of files that are not thread-safe (netCDF), shared with anything else that reads the same
+    scene during the pass (the polygon ids of a chart).
+    """
+    spec = as_input_spec(inputs)
+
+    def read(row0: int, row1: int) -> Strip:
+        with lock:
+            data, valid = read_inputs(scene, Window(0, row0, scene.width, row1 - row0), spec)
+        if mean is not None and std is not None:
+            data -= mean[:, None, None]
+            data /= std[:, None, None]
+        return Strip(row0, data, valid, (scene.height, scene.width))
+
+    return read
+
+
+def probability_pass(
+    scene: Scene,
+    predictor: Predictor,
+    plan: WindowPlan,
+    *,
+    write_rows: RowSink,
+    bands: Sequence[str] | None = None,
+    merge: str = "average",
+    batch: int = 8,
+    lock: threading.Lock | None = None,
+    progress: Progress | None = None,
+) -> MergeStats:
+    """``predictor`` over every window of ``plan``, merged rows handed to ``write_rows`` top to bottom.
+
+    ``bands`` default to the scene bands the model names, with their transforms (checked); a crude
+    mosaic passes its own (read as they are).
+    A scene without a single valid pixel is a DataError, raised inside the caller's writers so no
+    output appears.
+    """
+    spec = InputSpec.identity(list(bands)) if bands is not None else scene_input_spec(scene, predictor)
+    stats = sliding_window_merge(
+        scene_strip_reader(scene, spec, mean=predictor.mean, std=predictor.std, lock=lock or threading.Lock()),
+        predictor,
+        plan,
+        channels=predictor.out_channels(),
+        weights=window_weights(plan.tile, merge),
+        write_rows=write_rows,
+        batch=batch,
+        context_scales=predictor.context_scales,
+        progress=progress,
+    )
+    if stats.valid_pixels == 0:
+        raise DataError(
+            f"{scene.path.name} has no valid pixel in {', '.join(spec.bands)} (all NaN / nodata / land): "
+            "nothing to predict"
+        )
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# The crude mosaic
+
+
+def crude_band_names(config: Mapping[str, Any], channels: int) -> tuple[str, ...]:
+    """Band names of a crude mosaic: ``probability`` for one channel, ``p_<class>`` for several."""
+    if channels == 1:
+        return ("probability",)
+    names = config.get("class_names")
+    if isinstance(names, list) and len(names) == channels and len(set(map(str, names))) == channels:
+        return tuple(f"p_{name}" for name in names)
+    return tuple(f"p_class{k}" for k in range(channels))
+
+
+@contextlib.contextmanager
+def plain_geotiff(path: Path, grid: Grid, *, count: int, band_names: Sequence[str], tags: Mapping[str, str]) -> Iterator[RasterWriter]:
+    """A plain tiled float32 GeoTIFF written in place: for a temporary file the caller removes.
+
+    Unlike ``open_raster_writer`` there is no COG copy (no overviews, fast DEFLATE): the file
+    lives for one run and is read back strip by strip, never shown.
+    """
+    profile = base_profile(grid, count=count, dtype="float32", nodata=float("nan"))
+    profile["zlevel"] = 1
+    ds = rasterio.open(path, "w", **profile)
+    with ds:
+        if grid.has_gcps:
+            ds.gcps = (list(grid.gcps), grid.gcp_crs)
+        for i, name in enumerate(band_names, start=1):
+            ds.set_band_description(i, name)
+        ds.update_tags(**tags)
+        yield RasterWriter(ds)
+
+
+def write_crude_mosaic(
+    scene: Scene,
+    predictor: Predictor,
+    output: str | Path,
+    *,
+    plan: WindowPlan,
+    batch: int = 8,
+    tags: Mapping[str, str] | None = None,
+    temporary: bool = False,
+    overwrite: bool = False,
+    lock: threading.Lock | None = None,
+    progress: Progress | None = None,
+) -> MergeStats:
+    """Overlap-averaged probabilities (K float32 bands, NaN = no data) of ``predictor`` over ``scene``.
+
+    ``temporary``: a plain GeoTIFF written in place (the caller removes it); otherwise a COG that
+    appears whole or not at all.
+    """
+    channels = predictor.out_channels()
+    band_names = crude_band_names(predictor.config, channels)
+    tags = {"product": "crude class probabilities (overlap-averaged) for a refiner", "merge": CRUDE_MERGE,
+            "model": predictor.label, "tile": str(plan.tile), **(tags or {})}
+    if temporary:
+        writer_context = plain_geotiff(Path(output), scene.grid, count=channels, band_names=band_names, tags=tags)
+    else:
+        writer_context = open_raster_writer(output, scene.grid, count=channels, dtype="float32", nodata=float("nan"),
+                                            band_names=band_names, tags=tags, overwrite=overwrite)
+    with writer_context as writer:
+        return probability_pass(
+            scene, predictor, plan, write_rows=lambda window, probs: writer.write(probs, window), merge=CRUDE_MERGE,
+            batch=batch, lock=lock, progress=progress,
+        )

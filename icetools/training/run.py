@@ -1,0 +1,256 @@
+"""Train a segmentation model on sampled patches and leave a complete model directory behind.
+
+:func:`train_model` only wires the parts together: the options (:mod:`.options`), what to train
+(:mod:`.setup`), the run directory and its resumable state (:mod:`.state`), the epoch loop and its
+callbacks (:mod:`.loop`) and validation with the threshold sweep (:mod:`.validate`).
+
+The run directory *is* the model directory: at every improvement of the validation loss the model
+is saved (``model.safetensors`` + ``config.json``), so an interrupted or time-limited run always
+leaves its best model ready for ``predict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from icetools.data import scene_paths
+from icetools.device import resolve_device, seed_everything
+from icetools.errors import ConfigError
+from icetools.jsonsafe import json_safe
+from icetools.modeldir import load_model_dir, read_config, save_model_dir
+from icetools.progress import Progress, report
+from icetools.refine import (
+    CRUDE_DIR,
+    RefineSource,
+    RefinerData,
+    held_out_splits,
+    open_refine_source,
+    prepare_crude_inputs,
+    refiner_data,
+)
+from icetools.tasks import training_defaults
+from icetools.training.loop import (
+    Budget,
+    Callback,
+    Clock,
+    DrawCurves,
+    EarlyStopping,
+    SaveAt,
+    SaveBest,
+    TrainingLoop,
+    WriteHistory,
+    WriteState,
+)
+from icetools.training.options import TrainOptions, resume_options
+from icetools.training.refiner_gate import choose_gate
+from icetools.training.setup import Setup, build_parts, initial_normalization, load_patches, resolve_setup
+from icetools.training.state import (
+    CURVES_FILE,
+    HISTORY_FILE,
+    RunRecord,
+    RunState,
+    prepare_dir,
+    read_history,
+    read_state,
+    restore_state,
+)
+from icetools.training.validate import DEFAULT_THRESHOLDS, sweep_threshold
+
+
+@dataclass
+class _Start:
+    """Where a run starts: fresh from the options and data, or from the stored state of a resumed run."""
+
+    options: TrainOptions
+    setup: Setup
+    normalization: dict[str, list[float]]
+    run: RunState
+    source: RefineSource | None
+    stored: dict[str, Any] | None = None  # last_state.json of a resumed run
+    tensors: dict[str, torch.Tensor] | None = None  # and its tensors
+
+
+def train_model(
+    patches: str | Path | pd.DataFrame,
+    out_dir: str | Path,
+    options: TrainOptions,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train on the train patches, select on the val patches, write the model directory; a summary.
+
+    ``patches`` is a patches GeoPackage or its frame. With ``options.resume`` the run continues
+    from ``out_dir``'s last finished epoch with the stored settings (see RESUME_MAY_CHANGE).
+    Ctrl-C (KeyboardInterrupt) stops cleanly: the best model so far stays, the summary says
+    ``stopped_because: "interrupted"`` and the caller decides the exit code.
+
+    A refiner (``options.from_model``) learns where that model did not: on the patches' val blocks,
+    validated on the test blocks (see :func:`icetools.refine.refiner_data`). It first gets the crude
+    mosaic and image channels of every such scene from that model, under ``out_dir/crude/`` (kept
+    across runs and remade only when the scene or the model changed), and learns from those with the
+    inputs fed as they are (identity normalisation). After training, the confidence gate is chosen on
+    validation (:func:`icetools.training.refiner_gate.choose_gate`).
+
+    ``progress`` gets Events: "epoch" (done = epochs finished; info = the history row and
+    ``improved`` at each epoch's end), "step" (within an epoch; info ``epoch``), "threshold" (info
+    ``threshold``, ``mean_dice``) and, for a refiner, "crude" while its crude mosaics are made.
+    """
+    options.validate()
+    out_dir = Path(out_dir)
+    frame, patches_path = load_patches(patches)
+    source = held_out = None
+    if options.from_model is not None and not options.resume:  # a wrong from_model fails before the run dir exists
+        held_out = refiner_data(frame, read_config(options.from_model), patches_path=patches_path)
+        source = open_refine_source(options.from_model, device=options.device)
+    prepare_dir(out_dir, resume=options.resume, overwrite=options.overwrite)
+    start = _resumed(out_dir, options) if options.resume else _fresh(frame, options, source, held_out)
+    options, setup = start.options, start.setup
+    frame = _refiner_frame(frame, setup)
+    input_scenes = None
+    if start.source is not None:
+        input_scenes = prepare_crude_inputs(frame, start.source, out_dir / CRUDE_DIR, batch=options.batch_size,
+                                            progress=progress)
+
+    clock = Clock(seconds_before=start.run.seconds, time_limit_minutes=options.time_limit)
+    device = resolve_device(options.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune kernels once
+    seed_everything(options.seed)
+    parts = build_parts(frame, setup, options, normalization=start.normalization, device=device,
+                        input_scenes=input_scenes)
+    provenance: dict[str, Any] = {"patches": patches_path, "scenes": scene_paths(frame)}
+    if input_scenes:
+        provenance["crude_inputs"] = dict(input_scenes)
+    record = RunRecord(setup, options, start.normalization, parts.context_scales, provenance)
+    if start.tensors is not None:
+        restore_state(start.tensors, start.stored["optimizer"], parts.model, parts.optimizer)
+
+    budget = Budget(options.epoch_cap, setup.samples_per_epoch, clock, start_fraction=start.run.budget_fraction)
+    loop = TrainingLoop(
+        parts, task=setup.task, n_classes=setup.n_classes, budget=budget, grad_clip=options.grad_clip,
+        seed=options.seed, learning_rate=record.learning_rate(), smoothing=options.smoothing, run=start.run,
+        device=device, callbacks=_callbacks(out_dir, record), progress=progress,
+    )
+    return _finish(loop, record, out_dir, loop.fit(), progress=progress)
+
+
+def _fresh(
+    frame: pd.DataFrame, options: TrainOptions, source: RefineSource | None, held_out: RefinerData | None
+) -> _Start:
+    if held_out is not None:
+        frame = held_out.apply(frame)
+    setup = resolve_setup(frame, options, refines=source)
+    if setup.refines is not None and held_out is not None:
+        setup.refines["training_data"] = held_out.record()
+    normalization = initial_normalization(frame, setup, options, refiner=source is not None)
+    return _Start(options, setup, normalization, RunState(), source)
+
+
+def _refiner_frame(frame: pd.DataFrame, setup: Setup) -> pd.DataFrame:
+    """A refiner's splits (as its setup records them, so a resumed run keeps them); others as they are."""
+    if setup.refines is not None and (setup.refines.get("training_data") or {}).get("shifted"):
+        return held_out_splits(frame)
+    return frame
+
+
+def _resumed(out_dir: Path, options: TrainOptions) -> _Start:
+    """The stored run, with the few options a resume may change taken from ``options``."""
+    stored, tensors = read_state(out_dir)
+    options = resume_options(stored["options"], stored["setup"], options)
+    setup = Setup(**stored["setup"])
+    if setup.samples_per_epoch is None:  # a state from before epochs were counted in samples
+        setup.samples_per_epoch = options.epoch_samples(training_defaults(setup.task, setup.model).samples_per_epoch)
+    run = RunState.from_stored(stored["run"], read_history(out_dir / HISTORY_FILE, stored["run"]["epoch"]))
+    source = None
+    if options.from_model is not None:
+        source = open_refine_source(options.from_model, device=options.device)
+        if list(source.input_names) != setup.inputs:
+            raise ConfigError(
+                f"from_model {options.from_model} now returns {', '.join(source.input_names)} instead of the "
+                f"{', '.join(setup.inputs)} this run learnt from: start again with overwrite"
+            )
+    return _Start(options, setup, stored["normalization"], run, source, stored, tensors)
+
+
+def _callbacks(out_dir: Path, record: RunRecord) -> list[Callback]:
+    """What each epoch leaves behind, in this order, and early stopping."""
+    options, setup = record.options, record.setup
+    callbacks: list[Callback] = [SaveBest(out_dir, record)]
+    if options.save_at is not None:
+        callbacks.append(SaveAt(out_dir, record, fraction=options.save_at))
+    callbacks += [
+        WriteHistory(out_dir / HISTORY_FILE, setup.task),
+        DrawCurves(out_dir / CURVES_FILE, title=f"{setup.model} / {setup.loss}"),
+        WriteState(out_dir, record),
+        EarlyStopping(record.stopping_rule()),
+    ]
+    return callbacks
+
+
+def _finish(
+    loop: TrainingLoop, record: RunRecord, out_dir: Path, stopped_because: str, *, progress: Progress | None
+) -> dict[str, Any]:
+    """Reload the best model, choose a refiner's gate, sweep the binary threshold, write the config; the summary."""
+    run, setup = loop.run, record.setup
+    warnings: list[str] = []
+    summary: dict[str, Any] = {
+        "run_dir": str(out_dir), "task": setup.task, "model": setup.model, "loss": setup.loss,
+        "epochs_run": run.epoch, "best_epoch": run.best_epoch, "warnings": warnings,
+        "best_val_loss": None, "train_loss": None, "val_metrics": {}, "threshold": None,
+    }
+    if run.best_epoch is None:
+        warnings.append("no epoch finished with a finite validation loss: no model was written")
+        summary.update(stopped_because=stopped_because, seconds=round(loop.clock.elapsed(), 1))
+        return summary
+
+    best_model, _ = load_model_dir(out_dir)
+    metrics = dict(run.best_metrics)
+    config = record.model_config(run, metrics, stopped_because=stopped_because)
+    if setup.refines is not None and stopped_because != "interrupted":
+        try:
+            metrics = _refiner_gate(best_model, loop, config, summary)
+        except KeyboardInterrupt:
+            stopped_because = "interrupted"
+    threshold = None
+    if setup.task == "binary":
+        threshold = 0.5
+        if stopped_because != "interrupted":
+            try:
+                choice = sweep_threshold(best_model.to(loop.device), loop.parts.val_loader, loop.parts.loss_fn,
+                                         thresholds=record.options.thresholds or DEFAULT_THRESHOLDS,
+                                         device=loop.device)
+                report(progress, "threshold", 1, 1, threshold=choice.threshold, mean_dice=choice.best_mean_dice)
+                threshold, metrics = choice.threshold, choice.metrics
+                config["threshold_sweep"] = choice.sweep
+                warnings.extend([choice.warning] if choice.warning else [])
+            except KeyboardInterrupt:
+                stopped_because = "interrupted"
+        config["threshold"] = threshold
+    run.seconds = loop.clock.elapsed()
+    config["training"].update(json_safe({"val_metrics": metrics, "stopped_because": stopped_because,
+                                         "seconds": round(run.seconds, 1)}))
+    save_model_dir(out_dir, best_model.to("cpu"), config)
+    summary.update(best_val_loss=run.best_val_loss, train_loss=run.best_train_loss, val_metrics=metrics,
+                   threshold=threshold, seconds=round(run.seconds, 1), stopped_because=stopped_because)
+    return summary
+
+
+def _refiner_gate(
+    model: torch.nn.Module, loop: TrainingLoop, config: dict[str, Any], summary: dict[str, Any]
+) -> dict[str, float]:
+    """Choose where the refiner applies (or that it must not) on validation; its metrics there."""
+    choice = choose_gate(model.to(loop.device), loop.parts.val_loader, task=loop.task, n_classes=loop.n_classes,
+                         device=loop.device)
+    model.set_gate(choice.threshold)
+    config["refines"] = {**config["refines"], "gate": choice.record}
+    summary["refine_gate"] = choice.record
+    summary["warnings"].extend(choice.warnings)
+    return choice.metrics
+
+
+__all__ = ["train_model"]

@@ -1,0 +1,1 @@
+"""Tests of icetools.scoring: SIC units and the AI4Arctic challenge's scores."""
