@@ -33,13 +33,14 @@ bench: $(BIN)/icetools
 # The main job on a built-in example: an AI4Arctic-format scene mapped by the packaged model.
 demo: $(BIN)/icetools
 	mkdir -p $(DEMO)
-	$(BIN)/icetools synth sea-ice $(DEMO)/scene.nc --size 1024 --seed 7 --overwrite
-	$(BIN)/icetools predict $(DEMO)/scene.nc -o $(DEMO)/sic.tif --merge gaussian --overlap 0.5 --polygons scene --ice-water \
-		--quicklook $(DEMO)/quicklook.png --overwrite
+	$(BIN)/icetools synth sea-ice $(DEMO)/scene.nc --chart-out $(DEMO)/chart.gpkg --truth-out $(DEMO)/truth.tif \
+		--size 1024 --seed 7 --overwrite
+	$(BIN)/icetools predict $(DEMO)/scene.nc -o $(DEMO)/sic.tif --merge gaussian --overlap 0.5 --polygons scene \
+		--polygon-sic-out $(DEMO)/polygon_sic.tif --ice-water-out $(DEMO)/icewater.tif --quicklook $(DEMO)/quicklook.png --overwrite
 	$(BIN)/icetools vectorize $(DEMO)/sic.tif -o $(DEMO)/sic.gpkg --bins 0.1,0.4,0.7,0.9 --min-area-px 64 --overwrite
-	$(BIN)/icetools evaluate $(DEMO)/sic.tif --truth $(DEMO)/scene_truth.tif --polygons $(DEMO)/scene.nc \
+	$(BIN)/icetools evaluate $(DEMO)/sic.tif --truth $(DEMO)/truth.tif --polygons $(DEMO)/scene.nc \
 		--ice-edge 0.15 --json $(DEMO)/metrics.json --overwrite
-	@echo "demo outputs in $(DEMO)/: sic.tif sic_polygon_sic.tif sic_icewater.tif sic.gpkg metrics.json quicklook.png" >&2
+	@echo "demo outputs in $(DEMO)/: scene.nc chart.gpkg truth.tif sic.tif polygon_sic.tif icewater.tif sic.gpkg metrics.json quicklook.png" >&2
 
 # Rebuild the sea-ice model shipped in icetools/data/default_sic_model (about 10 CPU minutes).
 default-model: $(BIN)/icetools

@@ -77,7 +77,7 @@ def _make_scenes(folder: Path) -> tuple[list[Path], Path]:
 
 
 def _labels(image: Path) -> Path:
-    return image.with_name(image.stem + "_classes.tif")
+    return image.with_name(image.name + ".classes.tif")
 
 
 def _majority_baseline(train: list[Path], held_out: Path, folder: Path) -> tuple[float, float, float]:

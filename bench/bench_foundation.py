@@ -77,10 +77,10 @@ def run() -> list[tuple[str, str]]:
         n = f"{SIZE} x {SIZE}, {N_POLYGONS} polygons"
         rows.append((f"rasterio.features.rasterize direct ({n}, in memory)",
                      f"{direct['seconds']:.2f} s, peak RSS {direct['peak_rss_mb']:.0f} MB"))
-        rows.append((f"icetools rasterize burn, strip by strip (read + reproject + burn)",
+        rows.append(("icetools rasterize burn, strip by strip (read + reproject + burn)",
                      f"{core['seconds']:.2f} s, peak RSS {core['peak_rss_mb']:.0f} MB, "
                      f"{core['seconds'] / direct['seconds']:.2f}x direct (target <= 1.2x)"))
-        rows.append((f"icetools rasterize whole command (+ 2-band float32 COG with overviews)",
+        rows.append(("icetools rasterize whole command (+ 2-band float32 COG with overviews)",
                      f"{command['seconds']:.2f} s, peak RSS {command['peak_rss_mb']:.0f} MB"))
         scene = run_child(f"""
             import time

@@ -65,18 +65,14 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def chart_alone_r2(chart_labels: Path, truth: Path) -> float:
-    """R2 of the chart's SIC (band "SIC" of a rasterized chart) against the true pixel SIC."""
-    import rasterio
-
+    """R2 of the chart's SIC (band "SIC" of a rasterized chart) against the true pixel SIC: what a
+    user has without any model. Both are read through the scene reader (scales and nodata applied)."""
+    from icetools.io.scene import open_scene
     from icetools.metrics import SICAccumulator
 
-    with rasterio.open(chart_labels) as src:
-        band = list(src.descriptions).index("SIC") + 1
-        chart = src.read(band).astype("float64")
-    with rasterio.open(truth) as src:
-        true_sic = src.read(1).astype("float64")
-        if src.nodata is not None:
-            true_sic[true_sic == src.nodata] = np.nan
+    with open_scene(chart_labels) as labels, open_scene(truth) as true_raster:
+        chart = labels.read(["SIC"]).astype("float64")[0]
+        true_sic = true_raster.read().astype("float64")[0]
     accumulator = SICAccumulator()
     accumulator.update(chart, true_sic, np.isfinite(chart) & np.isfinite(true_sic))
     return float(accumulator.result()["r2"])
@@ -114,11 +110,11 @@ def sea_ice(work: Path) -> Figures:
     icetools("sample-patches", *scenes, "-o", folder / "patches.gpkg")
     seconds = icetools("train", "--patches", folder / "patches.gpkg", "-o", folder / "model", "--time-limit", 10)
     icetools("predict", test, "-m", folder / "model", "-o", folder / "sic.tif", "--polygons", "scene")
-    icetools("evaluate", folder / "sic.tif", "--truth", folder / "test_truth.tif", "--polygons", test,
+    icetools("evaluate", folder / "sic.tif", "--truth", folder / "test.nc.truth.tif", "--polygons", test,
              "--json", folder / "metrics.json")
-    icetools("rasterize", folder / "test_chart.gpkg", "--like", test, "-o", folder / "test_chart_labels.tif")
+    icetools("rasterize", folder / "test.nc.chart.gpkg", "--like", test, "-o", folder / "test_chart_labels.tif")
     found = metrics_of(folder / "metrics.json")
-    chart = chart_alone_r2(folder / "test_chart_labels.tif", folder / "test_truth.tif")
+    chart = chart_alone_r2(folder / "test_chart_labels.tif", folder / "test.nc.truth.tif")
     yield "sea-ice: training wall time (min)", _fmt(seconds / 60, 1)
     yield "sea-ice: held-out pixel R2 vs truth (chart alone)", f"{_fmt(found['r2'])} ({_fmt(chart)})"
     yield "sea-ice: held-out pixel RMSE", _fmt(found["rmse"])
@@ -132,16 +128,16 @@ def recipe(work: Path) -> Figures:
     scene, other = folder / "scene.nc", folder / "other.nc"
     icetools("synth", "sea-ice", scene, "--size", SCENE_PX, "--seed", 5, "--overwrite")
     icetools("synth", "sea-ice", other, "--size", SCENE_PX, "--seed", HELD_OUT_SEED + 1, "--overwrite")
-    icetools("rasterize", folder / "scene_chart.gpkg", "--like", scene, "-o", folder / "labels.tif")
+    icetools("rasterize", folder / "scene.nc.chart.gpkg", "--like", scene, "-o", folder / "labels.tif")
     icetools("sample-patches", scene, "--labels", folder / "labels.tif", "-o", folder / "patches.gpkg")
     icetools("train", "--patches", folder / "patches.gpkg", "-o", folder / "runs_sic", "--time-limit", 10)
-    icetools("rasterize", folder / "other_chart.gpkg", "--like", other, "-o", folder / "other_labels.tif")
+    icetools("rasterize", folder / "other.nc.chart.gpkg", "--like", other, "-o", folder / "other_labels.tif")
     icetools("predict", other, "-m", folder / "runs_sic", "-o", folder / "sic.tif", "--polygons",
              folder / "other_labels.tif")
-    icetools("evaluate", folder / "sic.tif", "--truth", folder / "other_truth.tif", "--polygons",
+    icetools("evaluate", folder / "sic.tif", "--truth", folder / "other.nc.truth.tif", "--polygons",
              folder / "other_labels.tif", "--json", folder / "metrics.json")
     found = metrics_of(folder / "metrics.json")
-    chart = chart_alone_r2(folder / "other_labels.tif", folder / "other_truth.tif")
+    chart = chart_alone_r2(folder / "other_labels.tif", folder / "other.nc.truth.tif")
     yield "recipe (one scene): other scene pixel R2 (chart alone)", f"{_fmt(found['r2'])} ({_fmt(chart)})"
     yield "recipe (one scene): other scene polygon R2", _fmt(found["polygon_r2"], 4)
 
@@ -152,7 +148,7 @@ def lines(work: Path) -> Figures:
     names = [f"train_{seed}" for seed in (1, 2, 3)] + ["test"]
     for name, seed in zip(names, (1, 2, 3, HELD_OUT_SEED)):
         icetools("synth", "grounding-line", folder / f"{name}.tif", "--size", SCENE_PX, "--seed", seed, "--overwrite")
-        icetools("rasterize", folder / f"{name}_lines.gpkg", "--like", folder / f"{name}.tif",
+        icetools("rasterize", folder / f"{name}.tif.lines.gpkg", "--like", folder / f"{name}.tif",
                  "-o", folder / f"{name}_labels.tif")
     train = [folder / f"{name}.tif" for name in names[:3]]
     labels = [arg for name in names[:3] for arg in ("--labels", folder / f"{name}_labels.tif")]
@@ -184,12 +180,12 @@ def landcover(work: Path) -> Figures:
         icetools("synth", "landcover", path, "--size", LANDCOVER_PX, "--seed", seed, "--overwrite")
     test = folder / "test.tif"
     icetools("synth", "landcover", test, "--size", LANDCOVER_PX, "--seed", 13, "--overwrite")
-    labels = [arg for path in train for arg in ("--labels", path.with_name(path.stem + "_classes.tif"))]
+    labels = [arg for path in train for arg in ("--labels", path.with_name(path.name + ".classes.tif"))]
     icetools("sample-patches", *train, *labels, "-o", folder / "patches.gpkg")
     icetools("train", "--patches", folder / "patches.gpkg", "--model", "fctl", "-o", folder / "fctl", "--time-limit", 12)
     icetools("train", "--patches", folder / "patches.gpkg", "--model", "refiner", "--from", folder / "fctl",
              "-o", folder / "refiner", "--time-limit", 6)
-    truth = folder / "test_classes.tif"
+    truth = folder / "test.tif.classes.tif"
     ways = {
         "montage": ("--merge", "average", "--overlap", "0"),
         "overlap averaging": ("--merge", "average"),
@@ -222,11 +218,11 @@ def bundled(work: Path) -> Figures:
     scene = folder / "scene.nc"
     icetools("synth", "sea-ice", scene, "--size", SCENE_PX, "--seed", HELD_OUT_SEED + 2, "--overwrite")
     icetools("predict", scene, "-o", folder / "sic.tif", "--polygons", "scene")
-    icetools("evaluate", folder / "sic.tif", "--truth", folder / "scene_truth.tif", "--polygons", scene,
+    icetools("evaluate", folder / "sic.tif", "--truth", folder / "scene.nc.truth.tif", "--polygons", scene,
              "--json", folder / "metrics.json")
-    icetools("rasterize", folder / "scene_chart.gpkg", "--like", scene, "-o", folder / "chart_labels.tif")
+    icetools("rasterize", folder / "scene.nc.chart.gpkg", "--like", scene, "-o", folder / "chart_labels.tif")
     found = metrics_of(folder / "metrics.json")
-    chart = chart_alone_r2(folder / "chart_labels.tif", folder / "scene_truth.tif")
+    chart = chart_alone_r2(folder / "chart_labels.tif", folder / "scene.nc.truth.tif")
     yield "bundled model: held-out pixel R2 vs truth (chart alone)", f"{_fmt(found['r2'])} ({_fmt(chart)})"
 
 

@@ -22,13 +22,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from icetools.errors import ConfigError, CRSError, DataError, MissingVariableError
+from icetools.errors import ConfigError, CRSError, DataError, InputFileError, MissingVariableError
 from icetools.io.atomic import atomic_path
 from icetools.io.scene import Scene, open_scene
 from icetools.jsonsafe import dumps, json_safe
 from icetools.progress import Progress
 from icetools.scoring.autoice import AutoIceInputs
-from icetools.scoring.bands import detect_task
+from icetools.scoring.bands import detect_task, file_tags
 from icetools.scoring.binary import DEFAULT_THRESHOLD, evaluate_binary
 from icetools.scoring.multiclass import evaluate_multiclass, parse_class_names
 from icetools.scoring.sic import evaluate_sic
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 STRIP_ROWS = 512
+SCENE_POLYGONS = "scene"
+"""``polygons="scene"``: the chart of the scene the prediction was made from (see :func:`prediction_scene`)."""
 
 
 def _require_same_grid(pred: Scene, other: Scene, role: str) -> None:
@@ -93,7 +95,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Scores of ``pred_path`` against ``truth_path``: a dict, NaN where undefined (see :func:`json_safe`).
 
-    ``task`` overrides what the prediction's band names say; ``threshold`` applies to a
+    ``polygons``: a labels raster, an AI4Arctic netCDF, or ``"scene"`` for the chart of the scene the
+    prediction names in its tags. ``task`` overrides what the prediction's band names say; ``threshold`` applies to a
     probability band (default: the raster's ``threshold`` tag, else 0.5); ``tolerance`` (pixels)
     to the boundary F and tolerant IoU; ``patch_size`` adds per-patch line scores; ``ice_edge``
     adds the ice/water split scores for SIC; ``truth_units`` (fraction, percent, tenths) says what
@@ -145,6 +148,33 @@ def evaluate(
     }
 
 
+def prediction_scene(pred: Scene, truth: Scene) -> Path:
+    """The scene ``pred`` was predicted from, for ``polygons="scene"`` (its own chart, as predict's).
+
+    Predict tags its products with the scene's file name (``scene``) and its path relative to the
+    product's folder (``scene_path``); the truth is taken when it is that file, else the scene is
+    looked for there, beside the prediction, then in the working folder.
+    """
+    tags = file_tags(pred)
+    name = tags.get("scene")
+    if not name:
+        raise MissingVariableError(
+            f"{pred.path.name} does not name the scene it was predicted from (no 'scene' tag): "
+            "give polygons as the scene's path"
+        )
+    if truth.path.name == name:
+        return truth.path
+    candidates = [pred.path.parent / tags["scene_path"]] if tags.get("scene_path") else []
+    candidates += [pred.path.parent / name, Path(name)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputFileError(
+        f"polygons 'scene' means {name}, the scene {pred.path.name} was predicted from, but it is not at "
+        f"{', '.join(map(str, dict.fromkeys(candidates)))}: give polygons as its path"
+    )
+
+
 def _evaluate_task(
     chosen: str, pred: Scene, truth: Scene, *, polygons: str | Path | None, **options: Any
 ) -> dict[str, Any]:
@@ -157,6 +187,8 @@ def _evaluate_task(
         )
     if chosen != SIC:
         return evaluate_multiclass(pred, truth, strip_rows=strip_rows, progress=progress)
+    if polygons is not None and str(polygons) == SCENE_POLYGONS:
+        polygons = prediction_scene(pred, truth)
     polygon_scene = open_scene(polygons) if polygons is not None else None
     try:
         if polygon_scene is not None:

@@ -119,7 +119,9 @@ class ModelConfig:
       in from the model when absent).
     - ``task`` (sic, binary, multiclass; a config without one is read as sic), ``inputs`` (band
       names, in order), ``input_transforms`` (band -> ``identity`` or ``cos-sin``, see
-      :mod:`icetools.inputs`; absent = identity), ``normalization`` (``{"mean": [...], "std": [...]}``
+      :mod:`icetools.inputs`; absent = identity), ``input_units`` (band -> ``dB`` or ``linear``: the
+      backscatter units it learned from, so linear sigma0 is converted on reading; absent: Sentinel-1
+      bands with a normalisation mean below -1 are dB), ``normalization`` (``{"mean": [...], "std": [...]}``
       per model channel, i.e. after the transforms),
       ``patch_size`` (the training patch side, in pixels), ``n_classes``, ``context_scales`` (the
       windows a context model reads), ``class_names`` (multiclass), ``threshold`` (binary) and
@@ -135,6 +137,7 @@ class ModelConfig:
     task: str = SIC
     inputs: list[str] | None = None
     input_transforms: dict[str, str] | None = None
+    input_units: dict[str, str] | None = None
     normalization: dict[str, list[float]] | None = None
     patch_size: int | None = None
     n_classes: int | None = None
@@ -195,6 +198,13 @@ def _validate(config: ModelConfig) -> None:
     ):
         raise _bad("input_transforms", "a mapping of band names to transforms", config.input_transforms)
     spec = InputSpec.from_config({"inputs": config.inputs, "input_transforms": config.input_transforms})
+    if config.input_units is not None:
+        if not (isinstance(config.input_units, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in config.input_units.items())):
+            raise _bad("input_units", "a mapping of band names to units (dB, linear)", config.input_units)
+        unknown = [band for band in config.input_units if spec is None or band not in spec.bands]
+        if unknown:
+            raise _bad("input_units", "units of input bands only", config.input_units)
     n_channels = None if spec is None else spec.n_channels
     in_channels = (config.model or {}).get("args", {}).get("in_channels")
     if spec is not None and _is_int(in_channels) and n_channels != in_channels:

@@ -1,7 +1,10 @@
 """Burn ice-chart polygons and grounding lines onto a scene's grid.
 
-Polygons give two float32 bands, ``polygon_id`` (0 = no polygon) and ``SIC`` (0..1 decoded from
-SIGRID-3, or any numeric attribute; NaN where masked). Lines give a uint8 ``line`` mask.
+Polygons give two Int32 bands (GeoTIFF bands share one type): ``polygon_id`` (0 = no polygon), exact,
+and ``SIC`` (0..1 decoded from SIGRID-3, or any numeric attribute) stored as integers with a GDAL
+band scale (1e-4: four decimals; integer attributes as they are), which GDAL, QGIS and icetools
+apply on reading; nodata (masked) is -2147483648. Lines give a uint8 ``line`` mask with a colour
+table and a raster attribute table.
 
 With ``all_touched`` (the default) every pixel a polygon touches is burned, so neighbouring
 polygons claim the same boundary pixels. Rule: polygons are burned from the largest to the
@@ -25,6 +28,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from icetools.errors import CRSError, DataError, EmptyInputError
+from icetools.io.style import LINE_MASK
 from icetools.grid import Grid
 from icetools.io.raster import iter_strips, open_raster_writer
 from icetools.io.scene import open_scene
@@ -33,6 +37,9 @@ from icetools.progress import Progress, report
 from icetools.sigrid import decode_ct
 
 STRIP_ROWS = 1024
+LABELS_NODATA = int(np.iinfo(np.int32).min)
+"""Nodata of the Int32 labels raster: never an id, and no attribute value encodes to it."""
+VALUE_SCALES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 POLYGON_TYPES = {"Polygon", "MultiPolygon"}
 LINE_TYPES = {"LineString", "MultiLineString", "LinearRing"}
 
@@ -68,7 +75,8 @@ def geometries_on_grid(frame, grid: Grid) -> tuple[np.ndarray, Affine]:
 
 
 def _polygon_ids(frame) -> np.ndarray:
-    """Keep the chart's own ``poly_id`` when it is a usable key, so labels and chart stay joinable."""
+    """Keep the chart's own ``poly_id`` when it is a usable key, so labels and chart stay joinable
+    (below 2**24: readers index lookup tables by id)."""
     for column in ("poly_id", "POLY_ID", "polygon_id"):
         if column in frame.columns:
             ids = np.asarray(frame[column])
@@ -144,6 +152,26 @@ def burn_strip(plan: BurnPlan, tree: shapely.STRtree, window: Window, width: int
     )
 
 
+def encoded_values(values_by_id: dict[int, float]) -> tuple[np.ndarray, float]:
+    """(id -> stored Int32 value, GDAL band scale): integers as they are, else the finest of
+    :data:`VALUE_SCALES` that holds the largest value; masked (NaN) -> :data:`LABELS_NODATA`."""
+    values = np.array(list(values_by_id.values()), dtype="float64")
+    finite = values[np.isfinite(values)]
+    limit = np.iinfo(np.int32).max - 1
+    largest = float(np.abs(finite).max()) if finite.size else 0.0
+    if np.all(finite == np.round(finite)) and largest <= limit:
+        scale = 1.0
+    else:
+        scale = next((s for s in VALUE_SCALES if largest / s <= limit), None)
+        if scale is None:
+            raise DataError(f"attribute values up to {largest:g} do not fit the labels raster (Int32): rescale them")
+    lookup = np.full(max(values_by_id) + 1, LABELS_NODATA, dtype="int32")
+    ids = np.array(list(values_by_id), dtype="int64")
+    keep = np.isfinite(values)
+    lookup[ids[keep]] = np.round(values[keep] / scale).astype("int32")
+    return lookup, scale
+
+
 def rasterize_to_file(
     vector: str | Path,
     like: str | Path,
@@ -169,21 +197,21 @@ def rasterize_to_file(
             "kind": plan.kind, "boundary_rule": "smaller polygon wins shared pixels" if all_touched else "pixel centre"}
     if plan.kind == "polygons":
         tags["attribute"] = attr or "CT (SIGRID-3, decoded)"
-        max_id = max(plan.sic_by_id)
-        lookup = np.full(max_id + 1, np.nan, dtype="float32")
-        lookup[list(plan.sic_by_id)] = list(plan.sic_by_id.values())
+        lookup, scale = encoded_values(plan.sic_by_id)
         band_names = ["polygon_id", attr or "SIC"]
-        spec = dict(count=2, dtype="float32", nodata=float("nan"), categorical=True)
+        value_tags = {"units": "fraction"} if attr is None else {}
+        spec = dict(count=2, dtype="int32", nodata=LABELS_NODATA, categorical=True, scales=(1.0, scale),
+                    band_tags=({"role": "chart polygon id, 0 = none"}, value_tags))
     else:
         band_names = ["line"]
-        spec = dict(count=1, dtype="uint8", nodata=255, categorical=True)
+        spec = dict(count=1, dtype="uint8", nodata=255, categorical=True, legend=LINE_MASK)
     burned = 0
     with open_raster_writer(output, grid, band_names=band_names, tags=tags, overwrite=overwrite, **spec) as writer:
         for window in iter_strips(grid.height, grid.width, strip_rows):
             strip = burn_strip(plan, tree, window, grid.width, all_touched=all_touched)
             burned += int(np.count_nonzero(strip))
             if plan.kind == "polygons":
-                writer.write(np.stack([strip.astype("float32"), lookup[strip]]), window)
+                writer.write(np.stack([strip, lookup[strip]]), window)
             else:
                 writer.write(strip, window)
             report(progress, "rows", int(window.row_off + window.height), grid.height)

@@ -46,10 +46,12 @@ def test_info_json_is_the_only_stdout(tmp_path):
     assert 0.9 < report["valid_share"] < 0.97  # the NaN 'land' corner is 1/16 of the scene
 
 
-def test_info_table_goes_to_stderr(tmp_path):
+def test_info_report_is_data_on_stdout(tmp_path):
+    """As gdalinfo and rio info: the report is the command's data, so it goes to stdout."""
     scene = write_scene(tmp_path / "s.tif", affine_grid())
     result = runner.invoke(app, ["info", str(scene)])
-    assert result.exit_code == 0 and result.stdout == "" and "nersc_sar_primary" in result.stderr
+    assert result.exit_code == 0 and result.stderr == "" and "nersc_sar_primary" in result.stdout
+    assert "Size is 80, 64" in result.stdout  # GDAL's order: columns, rows
 
 
 def test_info_on_a_chart_decodes_sic(tmp_path):

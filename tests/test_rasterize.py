@@ -15,6 +15,12 @@ from icetools.errors import CRSError, DataError, EmptyInputError
 from icetools.rasterize import rasterize_to_file
 
 
+def _values(ds, band: int) -> np.ndarray:
+    """A band as GDAL and QGIS show it: stored integers times the band scale, nodata as NaN."""
+    raw = ds.read(band)
+    return np.where(raw == ds.nodata, np.nan, raw * ds.scales[band - 1] + ds.offsets[band - 1])
+
+
 def _world(grid, cols, rows):
     return grid.transform @ (np.asarray(cols, float), np.asarray(rows, float))
 
@@ -47,7 +53,7 @@ def test_square_with_and_without_all_touched(tmp_path, scene):
     rasterize_to_file(chart, scene, tmp_path / "touched.tif")
     rasterize_to_file(chart, scene, tmp_path / "centre.tif", all_touched=False)
     with rasterio.open(tmp_path / "touched.tif") as ds:
-        ids, sic = ds.read(1), ds.read(2)
+        ids, sic = ds.read(1), _values(ds, 2)
         assert ds.descriptions == ("polygon_id", "SIC") and ds.crs.to_epsg() == 3413
     expected = np.zeros(grid.shape, bool)
     expected[20:26, 10:16] = True
@@ -103,7 +109,7 @@ def test_attr_and_poly_id_kept(tmp_path, scene):
     rasterize_to_file(tmp_path / "c.gpkg", scene, tmp_path / "o.tif", attr="conc")
     with rasterio.open(tmp_path / "o.tif") as ds:
         assert ds.descriptions == ("polygon_id", "conc")
-        assert ds.read(1)[3, 3] == 17 and ds.read(2)[3, 3] == pytest.approx(0.37)
+        assert ds.read(1)[3, 3] == 17 and _values(ds, 2)[3, 3] == pytest.approx(0.37)
     with pytest.raises(DataError, match="not numeric"):
         rasterize_to_file(tmp_path / "c.gpkg", scene, tmp_path / "p.tif", attr="name")
     assert not (tmp_path / "p.tif").exists()

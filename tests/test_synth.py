@@ -20,19 +20,27 @@ from typer.testing import CliRunner
 from icetools.errors import ConfigError, OutputExistsError
 from icetools.grid import WGS84
 from icetools.io.scene import open_scene
+from icetools.metrics import SICAccumulator
 from icetools.synth import make_grounding_line_scene, make_landcover_scene, make_sea_ice_scene
 from icetools.synth import fields as F
 from icetools.synth import grounding_line as G
 from icetools.synth import sea_ice as S
+from icetools.synth import sea_ice_chart as SC
 from icetools.synth import sea_ice_surface as U
 
 SEA_SIZE, SEA_SEED = 256, 1
+CHART_SIZE = 512  # 20 km: room for several generalised chart polygons (10 km is one or two, as in real charts)
 HEADER = "poly_id;CT;CA;SA;FA;CB;SB;FB;CC;SC;FC;CN;CD;CF;POLY_TYPE"
 
 
 @pytest.fixture(scope="module")
 def sea_nc(tmp_path_factory) -> dict[str, Path]:
     return make_sea_ice_scene(tmp_path_factory.mktemp("sea") / "scene.nc", size=SEA_SIZE, seed=SEA_SEED)
+
+
+@pytest.fixture(scope="module")
+def chart_nc(tmp_path_factory) -> dict[str, Path]:
+    return make_sea_ice_scene(tmp_path_factory.mktemp("chart") / "scene.nc", size=CHART_SIZE, seed=SEA_SEED)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +54,15 @@ def sea_strip() -> tuple[U.SeaIceFields, U.Strip]:
 def _read_truth(path: Path) -> np.ndarray:
     with rasterio.open(path) as ds:
         return ds.read(1)
+
+
+def _chart_sic(scene) -> np.ndarray:
+    """Each pixel given its polygon's decoded SIC (NaN on land): the chart alone as a SIC map."""
+    table = scene.polygon_table()
+    lut = np.full(max(table) + 1, np.nan, dtype=np.float32)
+    for pid, poly in table.items():
+        lut[pid] = poly.sic
+    return lut[scene.read_polygon_ids()]
 
 
 # --- fields helpers ------------------------------------------------------------------------------
@@ -165,10 +182,11 @@ def test_chart_geopackage_has_cis_fields_and_rasterizes_back_onto_the_grid(sea_n
     assert agreement > 0.98
 
 
-def test_chart_polygons_are_homogeneous_and_coded_from_their_mean_truth(sea_nc):
-    scene = open_scene(sea_nc["scene"])
+def test_chart_polygons_are_generalised_and_coded_from_their_mean_truth(chart_nc):
+    """Large polygons in a few classes, each coded from its mean truth; the structure inside them is not charted."""
+    scene = open_scene(chart_nc["scene"])
     ids = scene.read_polygon_ids()
-    truth = _read_truth(sea_nc["truth"])
+    truth = _read_truth(chart_nc["truth"])
     table = scene.polygon_table()
     scene_std = np.nanstd(truth)
     stds, weights = [], []
@@ -179,33 +197,84 @@ def test_chart_polygons_are_homogeneous_and_coded_from_their_mean_truth(sea_nc):
         assert abs(poly.sic - values.mean()) <= 0.15, (pid, poly.codes["CT"], values.mean())
         stds.append(values.std())
         weights.append(values.size)
-    assert len(stds) >= 8
-    assert max(stds) < 0.5 * scene_std
-    assert np.average(stds, weights=weights) < 0.25 * scene_std
+    assert 4 <= len(stds) <= 20
+    assert max(stds) < scene_std  # each polygon still follows the large-scale concentration
+    assert np.average(stds, weights=weights) > 0.2 * scene_std  # but real structure lies inside it
+    assert len(SC.CHART_BINS) + 1 <= 6  # the few classes an analyst separates
     cts = {p.codes["CT"] for p in table.values() if p.poly_type == "I"}
     assert any(c[0] < c[1] and c[0] != "0" for c in cts)  # interval codes such as 46
     assert cts & {"91", "92"}  # the pack as 9+/10 or 10/10
     assert any(p.poly_type == "W" and p.sic == 0 for p in table.values())
 
 
-def test_analyst_regions_beat_regions_that_ignore_the_ice(sea_nc):
-    """Homogeneity must come from following C: square blocks of the same count are far worse."""
-    scene = open_scene(sea_nc["scene"])
+def test_chart_alone_is_a_baseline_a_model_can_beat(chart_nc):
+    """Chart alone vs truth: well below 1 (the issue measured 0.71 on realistic charts) yet well above 0."""
+    scene = open_scene(chart_nc["scene"])
+    accumulator = SICAccumulator()
+    accumulator.update(_chart_sic(scene), _read_truth(chart_nc["truth"]))
+    assert 0.5 < accumulator.result()["r2"] < 0.9
+    with netCDF4.Dataset(chart_nc["scene"]) as ds:
+        generalisation_km = float(ds.getncattr("icetools_chart_generalisation_km"))
+        min_polygon_km = float(ds.getncattr("icetools_chart_min_polygon_km"))
+    assert generalisation_km == pytest.approx(SC.generalisation_px(CHART_SIZE) * S.PIXEL_M / 1000, abs=0.01)
+    assert 2.0 < generalisation_km < min_polygon_km < 15.0
+
+
+def test_structure_inside_the_polygons_shows_in_hv(chart_nc):
+    """Where the truth departs from its polygon's mean, HV departs with it: a model can learn what the chart lacks."""
+    scene = open_scene(chart_nc["scene"])
     ids = scene.read_polygon_ids()
-    truth = _read_truth(sea_nc["truth"])
+    truth = _read_truth(chart_nc["truth"])
+    hv = scene.read(["HV"])[0]
+    block = 16
+    h, w = (ids.shape[0] // block) * block, (ids.shape[1] // block) * block
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        return a[:h, :w].reshape(h // block, block, w // block, block).swapaxes(1, 2).reshape(-1, block * block)
+
+    id_blocks, truth_blocks = blocks(ids), blocks(truth)
+    keep = (id_blocks == id_blocks[:, :1]).all(axis=1) & np.isfinite(truth_blocks).all(axis=1)
+    pid = id_blocks[keep, 0]
+    t = truth_blocks[keep].mean(axis=1)
+    v = 10 * np.log10((10 ** (blocks(hv)[keep].astype(np.float64) / 10)).mean(axis=1))
+    _, group = np.unique(pid, return_inverse=True)
+
+    def departures(x: np.ndarray) -> np.ndarray:
+        return x - (np.bincount(group, weights=x) / np.bincount(group))[group]
+
+    dt, dv = departures(t), departures(v)
+    assert dt.std() > 0.1  # the structure is there ...
+    # ... and the radar sees it (level floes, darker in HV than deformed ice, blur it)
+    assert np.corrcoef(dt, dv)[0, 1] > 0.5
+
+
+def test_analyst_regions_beat_regions_that_ignore_the_ice(chart_nc):
+    """The polygons must follow C at the large scale: square blocks of the same count are far worse there.
+
+    The meso-scale structure inside the polygons is left to the model; smoothed over it, the truth is
+    what the chart describes. (On a 10 km scene the chart has too few polygons for the comparison.)
+    """
+    scene = open_scene(chart_nc["scene"])
+    ids = scene.read_polygon_ids()
+    truth = _read_truth(chart_nc["truth"])
     valid = np.isfinite(truth)
+    sigma = 2 * U.MESO_CLUSTER_PX[0]
+    large_scale = ndimage.gaussian_filter(np.where(valid, truth, 0.0), sigma) / np.maximum(
+        ndimage.gaussian_filter(valid.astype(np.float64), sigma), 1e-6
+    )
     n = len(scene.polygon_table())
     side = int(math.ceil(math.sqrt(ids.size / n)))
     rows, cols = np.indices(ids.shape)
     blocks = (rows // side) * 1000 + cols // side
 
-    def within_std(labels: np.ndarray) -> float:
-        lab, t = labels[valid], truth[valid].astype(np.float64)
+    def within_std(labels: np.ndarray, values: np.ndarray) -> float:
+        lab, t = labels[valid], values[valid].astype(np.float64)
         _, inverse, counts = np.unique(lab, return_inverse=True, return_counts=True)
         mean = np.bincount(inverse, weights=t) / counts
         return float(np.sqrt(np.mean((t - mean[inverse]) ** 2)))
 
-    assert within_std(ids) < 0.6 * within_std(blocks)
+    assert within_std(ids, large_scale) < 0.7 * within_std(blocks, large_scale)
+    assert within_std(ids, truth) < 0.85 * within_std(blocks, truth)
 
 
 # --- sea ice: radiometry and floes ---------------------------------------------------------------
@@ -254,7 +323,9 @@ def test_incidence_trend_is_steeper_over_water_than_ice(sea_strip):
     ordinary_ice = strip.ice & ~strip.dark & ~strip.land
     for name, mask in (("ice", ordinary_ice), ("water", ~strip.ice & ~strip.land & (strip.roughening == 0))):
         rows, cols = np.nonzero(mask)
-        slopes[name] = np.polyfit(incidence[cols], strip.hh[rows, cols], 1)[0]
+        # The ice type moves ice by ~2 dB per std and need not be spread evenly across the swath: hold it fixed.
+        covariates = [incidence[cols], np.ones(rows.size)] + ([strip.ice_type[rows, cols]] if name == "ice" else [])
+        slopes[name] = np.linalg.lstsq(np.stack(covariates, axis=1), strip.hh[rows, cols], rcond=None)[0][0]
     assert -0.45 < slopes["ice"] < 0.05
     assert slopes["water"] < slopes["ice"] - 0.2
 
@@ -375,13 +446,13 @@ def test_ambiguous_shares_are_substantial_and_recorded_in_the_files(sea_nc, sea_
     assert 0.2 < dark_share < 0.45 and bright_share > 0.1
     with netCDF4.Dataset(sea_nc["scene"]) as ds:
         attrs = {name: ds.getncattr(name) for name in ds.ncattrs()}
-    assert attrs["icetools_synth_version"] == S.SYNTH_VERSION == 2
+    assert attrs["icetools_synth_version"] == S.SYNTH_VERSION == 3
     assert attrs["icetools_synth_dark_ice_fraction"] == pytest.approx(dark_share, abs=1e-4)
     assert attrs["icetools_synth_bright_water_fraction"] == pytest.approx(bright_share, abs=1e-4)
     assert attrs["icetools_synth_fast_ice_fraction"] == pytest.approx((strip.fast & ice).sum() / ice.sum(), abs=1e-4)
     assert U.DARK_ICE_SHARE[0] <= attrs["icetools_synth_dark_ice_target"] <= U.DARK_ICE_SHARE[1]
     with rasterio.open(sea_nc["truth"]) as truth:
-        assert truth.tags()["icetools_synth_version"] == "2"
+        assert truth.tags()["icetools_synth_version"] == "3"
 
 
 def test_what_is_ambiguous_varies_by_seed():
@@ -439,11 +510,11 @@ def test_cis_charts_use_the_cis_lambert_conformal_conic():
 
 
 def test_existing_outputs_are_refused_before_anything_is_written(tmp_path):
-    chart = tmp_path / "scene_chart.gpkg"
+    chart = tmp_path / "scene.nc.chart.gpkg"
     chart.write_bytes(b"keep me")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         make_sea_ice_scene(tmp_path / "scene.nc", size=64, seed=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene_chart.gpkg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.nc.chart.gpkg"]
     assert chart.read_bytes() == b"keep me"
     with pytest.raises(ConfigError):
         make_sea_ice_scene(tmp_path / "scene.h5", size=64)
@@ -582,9 +653,9 @@ def test_landcover_class_count_and_determinism(tmp_path):
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (["sea-ice", "{dir}/s.nc", "--size", "80", "--seed", "3"], ["s.nc", "s_chart.gpkg", "s_truth.tif"]),
-        (["grounding-line", "{dir}/g.tif", "--size", "80"], ["g.tif", "g_lines.gpkg"]),
-        (["landcover", "{dir}/l.tif", "--size", "80", "--classes", "4"], ["l.tif", "l_classes.tif"]),
+        (["sea-ice", "{dir}/s.nc", "--size", "80", "--seed", "3"], ["s.nc", "s.nc.chart.gpkg", "s.nc.truth.tif"]),
+        (["grounding-line", "{dir}/g.tif", "--size", "80"], ["g.tif", "g.tif.lines.gpkg"]),
+        (["landcover", "{dir}/l.tif", "--size", "80", "--classes", "4"], ["l.tif", "l.tif.classes.tif"]),
     ],
 )
 def test_cli_writes_then_refuses_to_overwrite(tmp_path, args, names):

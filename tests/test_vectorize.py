@@ -73,7 +73,7 @@ def test_squares_give_exact_polygons_areas_classes_and_means(tmp_path: Path) -> 
     path, grid = squares_raster(tmp_path)
     frame = vectorize_polygons(path)
     assert frame.crs.equals(CRS.from_epsg(3413))
-    assert list(frame.columns) == ["class", "mean", "area", "n_pixels", "geometry"]  # no interval: integer classes
+    assert list(frame.columns) == ["class", "label", "mean", "area", "n_pixels", "geometry"]  # no interval: integer classes
     assert sorted(frame["class"]) == [0, 0, 1, 2, 3]
     one = frame[frame["class"] == 1].iloc[0]
     assert one["n_pixels"] == 100 and one["area"] == pytest.approx(100 * PIXEL_AREA) and one["mean"] == 1.0
@@ -349,8 +349,9 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "--overwrite" in one_line_error(result)
     result = runner.invoke(app, ["vectorize", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "m.gpkg")])
     assert result.exit_code == 1 and "does not exist" in one_line_error(result)
+    # Bad option values and options that do not go together are usage errors: exit 2, one Error line.
     result = runner.invoke(app, ["vectorize", str(sic), "-o", str(tmp_path / "b.gpkg"), "--bins", "0.5,0.2"])
-    assert result.exit_code == 1 and "increasing" in one_line_error(result)
+    assert result.exit_code == 2 and "increasing" in result.stderr and "'--bins'" in result.stderr
     result = runner.invoke(app, ["vectorize", str(sic), "-o", str(tmp_path / "c.gpkg"), "--lines", "--bins", "0.5"])
-    assert result.exit_code == 1 and "polygons only" in one_line_error(result)
+    assert result.exit_code == 2 and "Error: --bins apply to polygons only" in result.stderr
     assert not (tmp_path / "b.gpkg").exists() and not (tmp_path / "c.gpkg").exists()

@@ -282,11 +282,12 @@ def test_cli_cleans_lines_and_speaks_in_flags(tmp_path: Path) -> None:
     assert sorted(pyogrio.read_dataframe(out)["length"]) == pytest.approx([30.0, 150.0, 200.0])  # 3 px is not < 2
 
     def error(args: list[str]) -> str:
+        """A bad option value is a usage error: exit 2, one Error line naming the option."""
         result = runner.invoke(app, ["vectorize", str(path), "-o", str(tmp_path / "bad.gpkg"), *args])
-        assert result.exit_code == 1
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2
+        lines = [line for line in result.stderr.splitlines() if line.startswith("Error")]
         assert len(lines) == 1, result.stderr
-        return " ".join(result.stderr.split())
+        return lines[0]
 
     assert "--median" in error(["--lines", "--median", "4"])
     assert "--spur" in error(["--lines", "--spur", "3 miles"])

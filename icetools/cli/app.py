@@ -8,6 +8,7 @@ import typer
 
 from icetools import __version__
 from icetools.cli import common
+from icetools.cli.options import Quiet, Verbose
 
 app = typer.Typer(
     name="icetools",
@@ -29,12 +30,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More diagnostics (tracebacks on errors)."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors on stderr; no progress bars."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    """Logs and progress go to stderr; stdout carries data only. Exit 1: data or runtime error; 2: usage error."""
-    common.STATE["verbosity"] = -1 if quiet else verbose
+    """Logs and progress go to stderr; stdout carries data only. Exit 1: data or runtime error; 2: usage error.
+
+    -q and -v are taken by every command too (icetools info -q).
+    """
+    common.STATE["verbosity"] = -1 if quiet else verbose  # reset on every run, given or not
 
 
 def _register() -> None:

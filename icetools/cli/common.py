@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import json
+import logging
 import sys
 import traceback
+import warnings
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import click
@@ -19,6 +23,8 @@ from icetools.errors import IcetoolsError
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE = {"verbosity": 0}
 F = TypeVar("F", bound=Callable[..., Any])
+# Typer >= 0.20 vendors Click: its usage errors share no base class with the click package's.
+_TYPER_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 T = TypeVar("T")
 
 
@@ -34,7 +40,9 @@ def debug(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}")
+    """A warning line on stderr, silenced by -q."""
+    if STATE["verbosity"] >= 0:
+        console.print(f"[yellow]warning:[/] {message}")
 
 
 def emit_json(data: Any) -> None:
@@ -69,19 +77,85 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _current_context() -> Any:
+    """The running command's Click context (Typer >= 0.20 vendors Click: both stacks are asked)."""
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):
+            continue
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def _print_details(exc: BaseException) -> None:
+    """-v: the tracebacks of an error and of every error behind it, the root cause first, the
+    ones ``raise ... from None`` hides for the one-line message included."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    lines: list[str] = []
+    for index, error in enumerate(reversed(chain)):
+        if index:
+            lines.append("\nwhich led to:\n\n")
+        lines += traceback.format_exception(type(error), error, error.__traceback__, chain=False)
+    sys.stderr.write("".join(lines))
+    sys.stderr.flush()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    from rich.markup import escape
+
+    warn(escape(str(message).splitlines()[0]) if str(message) else category.__name__)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Python warnings as one ``warning:`` line each; under -q none, nor GDAL's logged warnings."""
+    quiet = STATE["verbosity"] < 0
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        warnings.showwarning = _show_warning
+        previous = logging.root.manager.disable
+        if quiet:
+            logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def usage_error(message: str) -> Exception:
+    """A usage error (exit 2) for options that do not go together, raised in a command's body."""
+    return _TYPER_USAGE_ERROR(message)
+
+
 def guarded(func: F) -> F:
-    """The error edge: our own errors become one line and exit 1; no traceback unless -v."""
+    """The error edge: our own errors become one line and exit 1 (-v adds the traceback and its
+    cause); usage errors keep Click's exit 2; warnings become one line each, silenced by -q."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with _warnings_as_lines():
+                return func(*args, **kwargs)
         except IcetoolsError as exc:
+            if STATE["verbosity"] > 0:
+                _print_details(exc)
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written", 130) from None
         # Usage errors (BadParameter...) keep Click's exit code 2. Typer vendors its own Click, so
-        # both Click exception roots are let through.
+        # both Click exception roots are let through; one raised in a command's body gets the
+        # command's context, so that it prints the same usage lines as the parser's own.
+        except (click.exceptions.UsageError, _TYPER_USAGE_ERROR) as exc:
+            if getattr(exc, "ctx", None) is None:
+                exc.ctx = _current_context()
+            raise
         except (typer.Exit, typer.Abort, SystemExit, click.exceptions.ClickException, typer.exceptions.TyperException):
             raise
         except Exception as exc:  # the last net: one line, the traceback only on request

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from icetools.cli.app import app
 from icetools.cli.common import STATE, console, emit_json, guarded, warn
-from icetools.cli.options import Overwrite
+from icetools.cli.options import Overwrite, Quiet, Verbose
 from icetools.errors import IcetoolsError
 from icetools.tasks import TASKS
 
@@ -105,7 +105,7 @@ def _autoice_inputs(autoice: bool, sod: Path | None, sod_truth: Path | None, flo
 def evaluate_command(
     prediction: Annotated[Path, typer.Argument(help="Prediction GeoTIFF: band SIC, probability, line or class.")],
     truth: Annotated[Path, typer.Option("--truth", help="True SIC raster, labels raster, AI4Arctic netCDF, line mask or class raster.")],
-    polygons: Annotated[Optional[Path], typer.Option("--polygons", help="Labels raster (polygon_id + SIC) or netCDF chart for polygon-level SIC scores.")] = None,
+    polygons: Annotated[Optional[Path], typer.Option("--polygons", help="Labels raster (polygon_id + SIC), netCDF chart, or 'scene': the chart of the scene the prediction was made from (its tags name it), for polygon-level SIC scores.")] = None,
     task: Annotated[Optional[Task], typer.Option("--task", help="Override the task the prediction's bands imply.")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Probability threshold (default: the raster's 'threshold' tag, else 0.5).")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Pixels within which boundary F and tolerant IoU forgive misplacement.")] = 2,
@@ -119,6 +119,8 @@ def evaluate_command(
     floe_truth: Annotated[Optional[Path], typer.Option("--floe-truth", help="Its truth (default: the FLOE variable of --truth).")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="OUT", help="Write the metrics JSON to OUT ('-' for stdout).")] = None,
     overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Score PREDICTION against --truth: SIC (R2, RMSE, per polygon, AutoICE), lines (Dice, HD95, ...) or classes (mIoU)."""
     import warnings

@@ -9,12 +9,20 @@ from typing import Annotated, Optional
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import guarded, info, warn
-from icetools.cli.options import Device, Overwrite
+from icetools.cli.common import guarded, info, usage_error, warn
+from icetools.cli.formats import RASTER_FORMATS, folder_output, is_folder, resolve_output
+from icetools.cli.options import Device, Format, MergeName, Overwrite, Quiet, Verbose, multiple_of_16
 from icetools.errors import ConfigError, InputFileError
 from icetools.io.atomic import check_output
 
 GLOB_CHARS = set("*?[")
+# Extra products named on the command line: option -> the library's product kind.
+EXTRA_OPTIONS = {
+    "--ice-water-out": "ice_water",
+    "--mask-out": "mask",
+    "--polygon-sic-out": "polygon_sic",
+    "--probabilities-out": "probabilities",
+}
 
 
 def expand_scenes(patterns: list[str]) -> tuple[list[Path], bool]:
@@ -34,49 +42,93 @@ def expand_scenes(patterns: list[str]) -> tuple[list[Path], bool]:
 
 
 def plan_outputs(
-    scenes: list[Path], output: Path, quicklook: Path | None, *, folder: bool
+    scenes: list[Path], output: str, quicklook: str | None, *, folder: bool, fmt: str | None = None
 ) -> list[tuple[Path, Path, Path | None]]:
-    """(scene, output, quicklook) per scene: OUT is a file for one scene, a folder of <stem>.tif for several."""
-    if not folder and not output.is_dir():
-        return [(scenes[0], output, quicklook)]
-    if output.exists() and not output.is_dir():
-        raise InputFileError(f"{output} is a file: with several scenes -o names a folder")
+    """(scene, output, quicklook) per scene: OUT is a file for one scene, a folder of <stem>.tif for
+    several (``-o FOLDER/`` or an existing folder: a name like multi.tif is refused, not made a folder)."""
+    if not folder and not is_folder(output):
+        path = resolve_output(output, fmt, RASTER_FORMATS).path
+        if quicklook is not None and Path(quicklook).suffix.lower() != ".png":
+            raise typer.BadParameter(f"{quicklook}: the quicklook is a PNG: name it .png", param_hint="'--quicklook'")
+        return [(scenes[0], path, Path(quicklook) if quicklook else None)]  # type: ignore[list-item]
+    if fmt is not None:
+        resolve_output("out.tif", fmt, RASTER_FORMATS)  # a folder holds GeoTIFFs: -f can only agree
+    out_dir = folder_output(output)
+    looks = folder_output(quicklook, option="'--quicklook'") if quicklook is not None else None
     stems = [scene.stem for scene in scenes]
     if len(set(stems)) != len(stems):
         twice = sorted({s for s in stems if stems.count(s) > 1})
         raise ConfigError(f"several scenes share the name {twice[0]!r}: outputs <stem>.tif would collide; predict them apart")
-    output.mkdir(parents=True, exist_ok=True)
-    if quicklook is not None:
-        if quicklook.exists() and not quicklook.is_dir():
-            raise InputFileError(f"{quicklook} is a file: with several scenes --quicklook names a folder of <stem>.png")
-        quicklook.mkdir(parents=True, exist_ok=True)
-    return [(s, output / f"{s.stem}.tif", quicklook / f"{s.stem}.png" if quicklook else None) for s in scenes]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if looks is not None:
+        looks.mkdir(parents=True, exist_ok=True)
+    return [(s, out_dir / f"{s.stem}.tif", looks / f"{s.stem}.png" if looks else None) for s in scenes]
+
+
+def extra_paths(named: dict[str, str | None], *, several: bool, polygons: str | None) -> dict[str, Path]:
+    """The extra products named by their options, checked: GeoTIFF names, one scene, a polygon source."""
+    given = {option: text for option, text in named.items() if text is not None}
+    if given and several:
+        raise usage_error(
+            f"{', '.join(given)} name one file each: with several scenes or -o FOLDER/ the extra products "
+            "take their default names (<stem>_icewater.tif, ...); predict one scene into a file to name them"
+        )
+    if "--polygon-sic-out" in given and polygons is None:
+        raise usage_error("--polygon-sic-out needs --polygons (a labels raster or 'scene')")
+    return {
+        EXTRA_OPTIONS[option]: resolve_output(text, None, RASTER_FORMATS, option=f"'{option}'").path  # type: ignore[misc]
+        for option, text in given.items()
+    }
+
+
+def _band_map(value: str | None) -> str | None:
+    """--bands must read MODEL_BAND=FILE_BAND,...: else a usage error."""
+    from icetools.inputs import parse_band_map
+
+    try:
+        parse_band_map(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _extra(option: str, help: str) -> object:
+    return typer.Option(option, metavar="PATH", help=help)
 
 
 @app.command("predict")
 @guarded
 def predict_command(
     scenes: Annotated[list[str], typer.Argument(metavar="SCENE...", help="Scene(s): AI4Arctic netCDF or GeoTIFF; quoted globs are expanded.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output GeoTIFF (one scene) or folder of <stem>.tif (several).")],
+    output: Annotated[str, typer.Option("-o", "--output", metavar="OUT", help="Output GeoTIFF (one scene), or a folder of <stem>.tif: FOLDER/ (trailing slash) or an existing folder (needed with several scenes).")],
+    fmt: Format = None,
     model_dir: Annotated[Optional[Path], typer.Option("-m", "--model", help="Model directory (default: the packaged sea-ice model).")] = None,
-    tile: Annotated[Optional[int], typer.Option("--tile", help="Window side in pixels, a multiple of 16 (default: the model's patch size).")] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="Overlap between windows, a fraction of the tile in [0, 0.9].")] = 0.25,
-    merge: Annotated[str, typer.Option("--merge", help="How overlapping windows combine: average, gaussian (centre-weighted) or refine (a --refiner pass over the averaged crude mosaic).")] = "average",
+    tile: Annotated[Optional[int], typer.Option("--tile", callback=multiple_of_16, help="Window side in pixels, a multiple of 16 (default: the model's patch size).")] = None,
+    overlap: Annotated[float, typer.Option("--overlap", min=0.0, max=0.9, help="Overlap between windows, a fraction of the tile in [0, 0.9].")] = 0.25,
+    merge: Annotated[MergeName, typer.Option("--merge", help="How overlapping windows combine: average, gaussian (centre-weighted) or refine (a --refiner pass over the averaged crude mosaic).")] = "average",
     refiner: Annotated[Optional[Path], typer.Option("--refiner", help="Refiner directory for --merge refine (icetools train --model refiner --from MODEL).")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Windows per forward pass.")] = 8,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Windows per forward pass.")] = 8,
     device: Device = "auto",
+    bands: Annotated[Optional[str], typer.Option("--bands", metavar="MODEL_BAND=FILE_BAND,...", callback=_band_map, help="Read these model bands from these file bands (names or 1-based numbers), e.g. nersc_sar_primary=Sigma0_HH_db,nersc_sar_secondary=2. Without it the usual Sentinel-1 names (HH, sigma0_HH, Sigma0_HH_db, ...) and HH-then-HV in undescribed two-band files are found by themselves.")] = None,
     percent: Annotated[bool, typer.Option("--percent", help="SIC as uint8 0-100 (nodata 255) instead of float 0-1.")] = False,
-    polygons: Annotated[Optional[str], typer.Option("--polygons", help="Also write <out>_polygon_sic.tif: mean SIC per chart polygon, from a labels raster or 'scene' (the netCDF's own chart).")] = None,
+    polygons: Annotated[Optional[str], typer.Option("--polygons", help="Also write the mean SIC per chart polygon (<out>_polygon_sic.tif, or --polygon-sic-out), from a labels raster or 'scene' (the netCDF's own chart).")] = None,
     ice_water: Annotated[bool, typer.Option("--ice-water", help="Also write <out>_icewater.tif: 1 ice (SIC >= 15 %), 0 water, 255 nodata.")] = False,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Multiclass models: also write <out>_probs.tif, one band per class.")] = False,
-    quicklook: Annotated[Optional[Path], typer.Option("--quicklook", help="PNG of input and output side by side (a folder of <stem>.png with several scenes).")] = None,
+    ice_water_out: Annotated[Optional[str], _extra("--ice-water-out", "Write the ice/water map here instead of <out>_icewater.tif (implies --ice-water).")] = None,
+    mask_out: Annotated[Optional[str], _extra("--mask-out", "Binary models: write the mask here instead of <out>_mask.tif.")] = None,
+    polygon_sic_out: Annotated[Optional[str], _extra("--polygon-sic-out", "Write the polygon SIC here instead of <out>_polygon_sic.tif (with --polygons).")] = None,
+    probabilities_out: Annotated[Optional[str], _extra("--probabilities-out", "Write the class probabilities here instead of <out>_probs.tif (implies --probabilities).")] = None,
+    quicklook: Annotated[Optional[str], typer.Option("--quicklook", metavar="PNG", help="PNG of input and output side by side (a folder of <stem>.png with several scenes: FOLDER/).")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip scenes whose output exists (for reruns).")] = False,
     overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Predict SCENE(s) with a model directory: sliding windows streamed strip by strip, merged by overlap.
 
     Outputs by task: sic -> SIC (float 0-1, or --percent); binary -> probability + <out>_mask.tif at
-    the model's threshold; multiclass -> class (+ --probabilities). Every file appears whole or not at all.
+    the model's threshold; multiclass -> class (+ --probabilities). Each extra product has an option
+    naming its path, so a Makefile can name it as a target. Every file appears whole or not at all.
     With --merge refine the products come from the refiner, run over the model's crude mosaic.
     """
     from icetools.cli.progress import EventBars
@@ -84,12 +136,16 @@ def predict_command(
     from icetools.quicklook import write_quicklook
 
     if (merge == "refine") != (refiner is not None):
-        raise ConfigError(
+        raise usage_error(
             "--merge refine needs --refiner REFINER_DIR" if refiner is None
             else f"--refiner applies to --merge refine only, not --merge {merge}: drop one of them"
         )
     paths, globbed = expand_scenes(scenes)
-    jobs = plan_outputs(paths, output, quicklook, folder=globbed or len(paths) > 1)
+    several = globbed or len(paths) > 1
+    named = {"--ice-water-out": ice_water_out, "--mask-out": mask_out, "--polygon-sic-out": polygon_sic_out,
+             "--probabilities-out": probabilities_out}
+    extras = extra_paths(named, several=several or is_folder(output), polygons=polygons)
+    jobs = plan_outputs(paths, output, quicklook, folder=several, fmt=fmt)
     if skip_existing:
         skipped = [scene for scene, out, _ in jobs if out.exists()]
         for scene in skipped:
@@ -106,12 +162,21 @@ def predict_command(
         except ConfigError:
             raise ConfigError("no default model is installed: pass -m MODEL_DIR") from None
     predictor = load_predictor(model_dir, device)
+    if bands:
+        from icetools.inputs import check_band_map, parse_band_map
+
+        predictor.band_map = parse_band_map(bands)
+        try:
+            check_band_map(predictor.band_map, predictor.inputs or ())
+        except ConfigError as exc:
+            raise usage_error(f"--{exc}") from None
     refiner_predictor = load_predictor(refiner, device) if refiner is not None else None
-    input_band = predictor.inputs[0] if predictor.inputs else None
+    input_band = predictor.band_map.get(predictor.inputs[0], predictor.inputs[0]) if predictor.inputs else None
     for scene, out, png in jobs:
         job = PredictJob(
             scene, out, predictor, refiner=refiner_predictor, tile=tile, overlap=overlap, merge=merge, batch=batch,
             percent=percent, polygons=polygons, ice_water=ice_water, probabilities=probabilities, overwrite=overwrite,
+            extra_paths=extras,
         )
         with EventBars({"windows": scene.name}, rate_unit="windows/s") as bars:
             summary = predict_scene(job, progress=bars)

@@ -6,11 +6,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import math
+
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import STATE, console, guarded, warn
-from icetools.cli.options import OutPath, Overwrite, Seed
+from icetools.cli.common import STATE, console, guarded, usage_error, warn
+from icetools.cli.formats import resolve_output
+from icetools.cli.options import OutPath, Overwrite, Quiet, Seed, Verbose, multiple_of_16
 
 
 class SplitBy(str, Enum):
@@ -26,6 +29,8 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
         raise typer.BadParameter(f"{text!r}: give three numbers such as 0.7,0.15,0.15") from None
     if len(values) != 3:
         raise typer.BadParameter(f"{text!r}: give three shares train,val,test such as 0.7,0.15,0.15")
+    if any(v < 0 or not math.isfinite(v) for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise typer.BadParameter(f"{text!r}: the three shares must be 0 or more and sum to 1")
     return values  # type: ignore[return-value]
 
 
@@ -39,27 +44,27 @@ def sample_patches_command(
         typer.Option("--labels", metavar="LABELS", help="Labels raster per scene, in order (from `icetools rasterize`); "
                      "omit for netCDF scenes that carry their chart."),
     ] = None,
-    size: Annotated[int, typer.Option("--size", help="Patch size in pixels, a multiple of 16 (also the size of "
+    size: Annotated[int, typer.Option("--size", callback=multiple_of_16, help="Patch size in pixels, a multiple of 16 (also the size of "
                                       "the windows training draws).")] = 128,
-    n: Annotated[int, typer.Option("--n", help="Most fixed patches over all splits; sampling also stops when "
+    n: Annotated[int, typer.Option("--n", min=1, help="Most fixed patches over all splits; sampling also stops when "
                                    "the scenes are covered. Training draws fresh windows in the train blocks "
                                    "instead of reusing the train patches.")] = 500,
     seed: Seed = 0,
-    min_unseen: Annotated[float, typer.Option("--min-unseen", help="Least share of a window not yet sampled.")] = 0.5,
+    min_unseen: Annotated[float, typer.Option("--min-unseen", min=0.0, max=1.0, help="Least share of a window not yet sampled.")] = 0.5,
     max_empty: Annotated[
-        Optional[int], typer.Option("--max-empty", help="Most windows without foreground (default: 10% of --n).")
+        Optional[int], typer.Option("--max-empty", min=0, help="Most windows without foreground (default: 10% of --n).")
     ] = None,
     max_invalid: Annotated[
-        float, typer.Option("--max-invalid", help="Most share of land/nodata in a window (also in the windows "
+        float, typer.Option("--max-invalid", min=0.0, max=1.0, help="Most share of land/nodata in a window (also in the windows "
                             "training draws).")
     ] = 0.5,
-    max_rejects: Annotated[int, typer.Option("--max-rejects", help="Stop after this many rejections in a row.")] = 1000,
+    max_rejects: Annotated[int, typer.Option("--max-rejects", min=1, help="Stop after this many rejections in a row.")] = 1000,
     split_by: Annotated[
         SplitBy, typer.Option("--split-by", help="block: spatial blocks dealt to the splits (one scene is enough); "
                               "scene: whole scenes (needs 3); auto: by scene with 3 or more scenes, else by block.")
     ] = SplitBy.block,
     block_size: Annotated[
-        Optional[int], typer.Option("--block-size", help="Split block size in pixels (default: 2 x --size).")
+        Optional[int], typer.Option("--block-size", callback=multiple_of_16, help="Split block size in pixels, a multiple of 16 and at least --size (default: 2 x --size).")
     ] = None,
     fractions: Annotated[
         str, typer.Option("--fractions", help="Train,val,test shares.", callback=_parse_fractions)
@@ -72,6 +77,8 @@ def sample_patches_command(
         Optional[Path], typer.Option("--plot", help="Also draw the coverage map (PNG).", dir_okay=False)
     ] = None,
     overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Split scenes into train/val/test blocks and sample fixed, coverage-aware windows in them.
 
@@ -82,8 +89,13 @@ def sample_patches_command(
         # A usage error: `guarded` lets Click's own errors through, so this exits 2.
         raise typer.BadParameter(
             f"got {len(labels)} for {len(scenes)} scenes: give one --labels per scene, in the scenes' order",
-            param_hint="--labels",
+            param_hint="'--labels'",
         )
+    if block_size is not None and block_size < size:
+        raise usage_error(f"--block-size {block_size} is smaller than --size {size}: a block holds whole patches")
+    resolve_output(output, None, {"GPKG": (".gpkg",)})  # two layers (patches, blocks): a GeoPackage only
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise typer.BadParameter(f"{plot}: the coverage map is a PNG: name it .png", param_hint="'--plot'")
     _run(
         scenes, output, labels=labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
         max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by.value, block_size=block_size,

@@ -8,8 +8,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import STATE, console, guarded, info, warn
-from icetools.cli.options import Overwrite
+from icetools.cli.common import STATE, console, guarded, info, usage_error, warn
+from icetools.cli.options import LOSS_NAMES, Overwrite, Quiet, Verbose, above_zero, name_list
+from icetools.models import MODEL_NAMES
+from icetools.tasks import REFINER_MODEL
 from icetools.cli.train_common import (
     EXIT_INTERRUPTED,
     BatchSize,
@@ -26,9 +28,9 @@ from icetools.cli.train_common import (
     fmt,
     training_bars,
 )
-from icetools.errors import ConfigError
 
 DEFAULT_EPOCHS = 3
+SWEPT_MODELS = tuple(name for name in MODEL_NAMES if name != REFINER_MODEL)  # a refiner trains with train --from
 
 
 def _grid(pairs: list[str] | None, *, flag: str) -> dict[str, list[Any]]:
@@ -39,7 +41,7 @@ def _grid(pairs: list[str] | None, *, flag: str) -> dict[str, list[Any]]:
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip() or not text.strip():
-            raise ConfigError(f"{flag} {pair!r}: write KEY=V1,V2, e.g. {flag} gamma=1.33,2")
+            raise usage_error(f"{flag} {pair!r}: write KEY=V1,V2, e.g. {flag} gamma=1.33,2")
         grid[key.strip()] = split_values(text)
     return grid
 
@@ -79,14 +81,14 @@ def sweep_command(
     patches: Patches,
     output: Annotated[Path, typer.Option("-o", "--output", help="Sweep folder: one run directory per configuration + sweep.csv.", file_okay=False)],
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of base training options; flags override it.", dir_okay=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Architectures to try, comma-separated (default: the task's).")] = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="Losses to try, comma-separated (default: the task's).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", metavar="NAME[,NAME...]", callback=name_list(SWEPT_MODELS), help=f"Architectures to try, comma-separated, of {', '.join(SWEPT_MODELS)} (default: the task's).")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", metavar="NAME[,NAME...]", callback=name_list(LOSS_NAMES), help=f"Losses to try, comma-separated, of {', '.join(LOSS_NAMES)} (default: the task's).")] = None,
     loss_arg: Annotated[Optional[list[str]], typer.Option("--loss-arg", help="Loss option and its values, KEY=V1,V2; repeatable.")] = None,
     model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="Model argument and its values, KEY=V1,V2 (lists in brackets); repeatable.")] = None,
     ds_weights: Annotated[Optional[str], typer.Option("--ds-weights", help='unet++ deep supervision weight sets, ";"-separated, e.g. "0.1,0.2,0.3,0.4;0.25,0.25,0.25,0.25".')] = None,
     model_size: ModelSize = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help=f"Epochs per configuration (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit).")] = None,
-    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Minutes per configuration: each run's budget, over which its learning rate decays.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help=f"Epochs per configuration (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit).")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", callback=above_zero, help="Minutes per configuration: each run's budget, over which its learning rate decays.")] = None,
     batch_size: BatchSize = None,
     samples_per_epoch: SamplesPerEpoch = None,
     lr: Lr = None,
@@ -98,6 +100,8 @@ def sweep_command(
     pool: Pool = None,
     inputs: Inputs = None,
     overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Train every combination of --model, --loss, --loss-arg, --model-arg and --ds-weights for a
     few epochs, each in its own folder, and rank them by validation loss (table + sweep.csv)."""

@@ -9,7 +9,17 @@ import typer
 
 from icetools.cli.app import app
 from icetools.cli.common import STATE, console, guarded, warn
-from icetools.cli.options import Overwrite
+from icetools.cli.options import (
+    LossName,
+    LrScheduleName,
+    ModelName,
+    Overwrite,
+    Quiet,
+    Verbose,
+    above_zero,
+    key_values,
+    open_fraction,
+)
 from icetools.cli.train_common import (
     EXIT_INTERRUPTED,
     BatchSize,
@@ -29,6 +39,12 @@ from icetools.cli.train_common import (
 
 if TYPE_CHECKING:
     from icetools.training import TrainOptions
+
+
+def _smoothing(value: float | None) -> float | None:
+    if value is not None and not 0 <= value < 1:
+        raise typer.BadParameter(f"{value} must be >= 0 and < 1 (the weight of the past; 0 = the raw value)")
+    return value
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -69,35 +85,37 @@ def train_command(
     patches: Patches,
     output: Annotated[Path, typer.Option("-o", "--output", help="Run directory; it becomes the model directory.", file_okay=False)],
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (flag names, - or _); flags override it.", dir_okay=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Architecture (default per task: sic unet, binary unet-aspp, multiclass unet; refiner with --from).")] = None,
+    model: Annotated[Optional[ModelName], typer.Option("--model", help="Architecture (default per task: sic unet, binary unet-aspp, multiclass unet; refiner with --from).")] = None,
     from_model: Annotated[Optional[Path], typer.Option("--from", "--from-model", help="Train a refiner on the crude masks of this model directory (the model you will predict with); it learns on the val blocks and is validated on the test blocks of the patches.", file_okay=False)] = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="Loss (default per task: sic regional, binary bce-ftl, multiclass focal).")] = None,
+    loss: Annotated[Optional[LossName], typer.Option("--loss", help="Loss (default per task: sic regional, binary bce-ftl, multiclass focal).")] = None,
     model_size: ModelSize = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Most epochs (default 50; with --time-limit, as many as fit).")] = None,
-    time_limit: Annotated[Optional[float], typer.Option("--time-limit", help="Training budget in minutes: the learning rate decays over it and the run stops cleanly at its end.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs (default 50; with --time-limit, as many as fit).")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", callback=above_zero, help="Training budget in minutes: the learning rate decays over it and the run stops cleanly at its end.")] = None,
     batch_size: BatchSize = None,
     samples_per_epoch: SamplesPerEpoch = None,
     lr: Lr = None,
-    lr_schedule: Annotated[Optional[str], typer.Option("--lr-schedule", help="cosine (to 1% of --lr), poly (power 0.9, to 0) or constant, over the budget used: the larger of the epoch and time fractions (default cosine).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Adam weight decay (default 1e-5).")] = None,
+    lr_schedule: Annotated[Optional[LrScheduleName], typer.Option("--lr-schedule", help="cosine (to 1% of --lr), poly (power 0.9, to 0) or constant, over the budget used: the larger of the epoch and time fractions (default cosine).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Adam weight decay (default 1e-5).")] = None,
     patience: Patience = None,
-    smoothing: Annotated[Optional[float], typer.Option("--smoothing", help="Weight of the past in the moving average of the val loss that early stopping watches, 0..1 (default 0.6; 0 = raw).")] = None,
-    min_steps: Annotated[Optional[int], typer.Option("--min-steps", help="Optimiser steps before early stopping may act (default: half the budget).")] = None,
-    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Gradient norm clip, 0 = off (default 1.0).")] = None,
+    smoothing: Annotated[Optional[float], typer.Option("--smoothing", callback=_smoothing, help="Weight of the past in the moving average of the val loss that early stopping watches, 0..1 (default 0.6; 0 = raw).")] = None,
+    min_steps: Annotated[Optional[int], typer.Option("--min-steps", min=1, help="Optimiser steps before early stopping may act (default: half the budget).")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", min=0.0, help="Gradient norm clip, 0 = off (default 1.0).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0); the same seed repeats the run.")] = None,
     device: TrainDevice = None,
     workers: Workers = None,
     pool: Pool = None,
     inputs: Inputs = None,
-    input_transform: Annotated[Optional[list[str]], typer.Option("--input-transform", metavar="BAND=TRANSFORM", help="How an input band enters the model, BAND=cos-sin|identity, repeatable (default: cos-sin for wrapped phase bands such as phase or *_phase, identity otherwise).")] = None,
-    model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", help="Model argument KEY=VAL (JSON value), repeatable.")] = None,
-    loss_arg: Annotated[Optional[list[str]], typer.Option("--loss-arg", help="Loss option KEY=VAL, repeatable; ds_weights=0.1,0.2,0.3,0.4 for unet++.")] = None,
+    input_transform: Annotated[Optional[list[str]], typer.Option("--input-transform", metavar="BAND=TRANSFORM", callback=key_values, help="How an input band enters the model, BAND=cos-sin|identity, repeatable (default: cos-sin for wrapped phase bands such as phase or *_phase, identity otherwise).")] = None,
+    model_arg: Annotated[Optional[list[str]], typer.Option("--model-arg", callback=key_values, help="Model argument KEY=VAL (JSON value), repeatable.")] = None,
+    loss_arg: Annotated[Optional[list[str]], typer.Option("--loss-arg", callback=key_values, help="Loss option KEY=VAL, repeatable; ds_weights=0.1,0.2,0.3,0.4 for unet++.")] = None,
     steps_per_epoch: StepsPerEpoch = None,
-    save_at: Annotated[Optional[float], typer.Option("--save-at", help="Also save the model of the epoch that ends at this fraction of the budget (e.g. 0.4 -> at_40pct/).")] = None,
+    save_at: Annotated[Optional[float], typer.Option("--save-at", callback=open_fraction, help="Also save the model of the epoch that ends at this fraction of the budget (e.g. 0.4 -> at_40pct/).")] = None,
     thresholds: Annotated[Optional[str], typer.Option("--thresholds", help="Binary: thresholds to sweep, comma-separated (default 0.10..0.90 by 0.05).")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random flips and 90-degree rotations (default on).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last epoch and its place in the schedule (only --epochs, --time-limit, --patience, --min-steps, --workers, --device, --save-at, --thresholds may change).")] = False,
     overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Train a model on the train patches, keep the best on the val patches (early stopping).
 

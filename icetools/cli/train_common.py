@@ -11,21 +11,22 @@ from typing import Annotated, Any, Optional
 import typer
 
 from icetools.cli.common import info
+from icetools.cli.options import ModelSizeName, PoolName, above_zero
 from icetools.cli.progress import EventBars
 from icetools.progress import Event
 
 EXIT_INTERRUPTED = 130
 
 Patches = Annotated[Path, typer.Option("--patches", help="Patches GeoPackage from `icetools sample-patches`.", dir_okay=False)]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Patches per batch (default 8).")]
-Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 1e-3, decayed over the budget by --lr-schedule).")]
-Patience = Annotated[Optional[int], typer.Option("--patience", help="Epochs without a better smoothed val loss before stopping, never before half the budget or --min-steps (default 10).")]
-SamplesPerEpoch = Annotated[Optional[int], typer.Option("--samples-per-epoch", help="Training samples per epoch, drawn again from the train windows every epoch (default 512: 25-55 s of the default U-Net at 128 px on 2 CPU cores).")]
-StepsPerEpoch = Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Older way to size an epoch: steps x --batch-size samples (use --samples-per-epoch).")]
-ModelSize = Annotated[Optional[str], typer.Option("--model-size", help="laptop (default: trains in minutes on a CPU) or paper (the source paper's widths); --model-arg overrides.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Patches per batch (default 8).")]
+Lr = Annotated[Optional[float], typer.Option("--lr", callback=above_zero, help="Adam learning rate (default 1e-3, decayed over the budget by --lr-schedule).")]
+Patience = Annotated[Optional[int], typer.Option("--patience", min=1, help="Epochs without a better smoothed val loss before stopping, never before half the budget or --min-steps (default 10).")]
+SamplesPerEpoch = Annotated[Optional[int], typer.Option("--samples-per-epoch", min=1, help="Training samples per epoch, drawn again from the train windows every epoch (default 512: 25-55 s of the default U-Net at 128 px on 2 CPU cores).")]
+StepsPerEpoch = Annotated[Optional[int], typer.Option("--steps-per-epoch", min=1, help="Older way to size an epoch: steps x --batch-size samples (use --samples-per-epoch).")]
+ModelSize = Annotated[Optional[ModelSizeName], typer.Option("--model-size", help="laptop (default: trains in minutes on a CPU) or paper (the source paper's widths); --model-arg overrides.")]
 TrainDevice = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default auto).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="Data loading processes, 0 = in the main process (default 1).")]
-Pool = Annotated[Optional[str], typer.Option("--pool", help="Regional loss groups: scene (pool a polygon over a batch drawn from one scene; default) or patch.")]
+Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data loading processes, 0 = in the main process (default 1).")]
+Pool = Annotated[Optional[PoolName], typer.Option("--pool", help="Regional loss groups: scene (pool a polygon over a batch drawn from one scene; default) or patch.")]
 Inputs = Annotated[Optional[str], typer.Option("--inputs", help="Input bands, comma-separated, e.g. HH,HV (default: the scene's).")]
 LABELS = {
     "run": "sweep runs",

@@ -20,7 +20,6 @@ from icetools.inference.mosaic import (
     crude_band_names,
     probability_pass,
     scene_strip_reader,
-    write_crude_mosaic,
 )
 from icetools.inference.predictor import (
     DEFAULT_TILE,
@@ -61,5 +60,5 @@ __all__ = [
     "PredictJob", "Predictor", "Product", "RowAccumulator", "Strip", "WindowPlan", "array_strip_reader",
     "check_pairing", "crude_band_names", "default_model_dir", "load_predictor", "make_predictor", "model_classes",
     "plan_products", "plan_windows", "predict_scene", "probability_pass", "scene_input_spec", "scene_inputs", "scene_strip_reader",
-    "sic_of", "sliding_window_merge", "to_mask", "to_percent", "window_starts", "window_weights", "write_crude_mosaic",
+    "sic_of", "sliding_window_merge", "to_mask", "to_percent", "window_starts", "window_weights",
 ]

@@ -29,7 +29,7 @@ from icetools.inference.windows import (
     window_weights,
 )
 from icetools.inputs import InputSpec, as_input_spec, read_inputs
-from icetools.io.raster import RasterWriter, base_profile, open_raster_writer
+from icetools.io.raster import RasterWriter, base_profile
 from icetools.io.scene import Scene
 from icetools.progress import Progress
 
@@ -137,37 +137,3 @@ def plain_geotiff(path: Path, grid: Grid, *, count: int, band_names: Sequence[st
             ds.set_band_description(i, name)
         ds.update_tags(**tags)
         yield RasterWriter(ds)
-
-
-def write_crude_mosaic(
-    scene: Scene,
-    predictor: Predictor,
-    output: str | Path,
-    *,
-    plan: WindowPlan,
-    batch: int = 8,
-    tags: Mapping[str, str] | None = None,
-    temporary: bool = False,
-    overwrite: bool = False,
-    lock: threading.Lock | None = None,
-    progress: Progress | None = None,
-) -> MergeStats:
-    """Overlap-averaged probabilities (K float32 bands, NaN = no data) of ``predictor`` over ``scene``.
-
-    ``temporary``: a plain GeoTIFF written in place (the caller removes it); otherwise a COG that
-    appears whole or not at all.
-    """
-    channels = predictor.out_channels()
-    band_names = crude_band_names(predictor.config, channels)
-    tags = {"product": "crude class probabilities (overlap-averaged) for a refiner", "merge": CRUDE_MERGE,
-            "model": predictor.label, "tile": str(plan.tile), **(tags or {})}
-    if temporary:
-        writer_context = plain_geotiff(Path(output), scene.grid, count=channels, band_names=band_names, tags=tags)
-    else:
-        writer_context = open_raster_writer(output, scene.grid, count=channels, dtype="float32", nodata=float("nan"),
-                                            band_names=band_names, tags=tags, overwrite=overwrite)
-    with writer_context as writer:
-        return probability_pass(
-            scene, predictor, plan, write_rows=lambda window, probs: writer.write(probs, window), merge=CRUDE_MERGE,
-            batch=batch, lock=lock, progress=progress,
-        )

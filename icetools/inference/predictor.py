@@ -7,6 +7,7 @@ needs the refiner's training code.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icetools.device import autocast, resolve_device
-from icetools.errors import ConfigError, DataError, MissingVariableError
-from icetools.inputs import InputSpec
+from icetools.errors import ConfigError, DataError
+from icetools.inputs import InputSpec, bind_inputs, check_band_map, model_input_units
 from icetools.io.scene import Scene
 from icetools.models.base import IcetoolsModel
 from icetools.tasks import MULTICLASS, check_task
@@ -45,6 +46,9 @@ class Predictor:
     source: str = ""
     window_axis: bool = False  # a context model: (B, T, C, H, W) even when T = 1
     input_spec: InputSpec | None = None  # bands and their transforms (config inputs / input_transforms)
+    input_units: dict[str, str] = field(default_factory=dict)  # band -> dB / linear the model learned from
+    band_map: dict[str, str] = field(default_factory=dict)  # model band -> band of the user's files
+    fingerprint: str = ""  # sha256 of config.json and the weights, for tags
     _out_channels: int | None = field(default=None, repr=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -64,8 +68,13 @@ class Predictor:
 
     @property
     def label(self) -> str:
-        """Where the model came from, for tags and messages."""
-        return self.source or "(in memory)"
+        """The model for tags and messages: its directory's name and content hash, never a local path
+        (``default_sic_model@sha256:0123abcd4567ef89``)."""
+        if not self.source:
+            return "(in memory)"
+        path = Path(self.source)
+        name = path.name or path.resolve().name
+        return f"{name}@sha256:{self.fingerprint}" if self.fingerprint else name
 
     def out_channels(self) -> int:
         """Channels the model returns: from its spec, else from one small forward pass (any nn.Module)."""
@@ -142,6 +151,7 @@ def make_predictor(
         raise ConfigError(f'config "patch_size" must be a positive integer, got {patch!r}')
     torch_device = resolve_device(device)
     scales, takes_windows = _windows_of(model)
+    units = model_input_units(config, spec)
     return Predictor(
         model=model.to(torch_device).eval(),
         config=config,
@@ -156,15 +166,38 @@ def make_predictor(
         source=source,
         window_axis=takes_windows,
         input_spec=spec,
+        input_units=units,
     )
 
 
-def load_predictor(model_dir: str | Path, device: str | torch.device | None = "auto") -> Predictor:
-    """Rebuild the model of a model directory and ready it for inference."""
+def load_predictor(
+    model_dir: str | Path, device: str | torch.device | None = "auto", *, band_map: Mapping[str, str] | None = None
+) -> Predictor:
+    """Rebuild the model of a model directory and ready it for inference.
+
+    ``band_map`` (model band -> band of the user's files) names bands the scenes spell otherwise.
+    """
     from icetools.modeldir import load_model_dir
 
     model, config = load_model_dir(model_dir)
-    return make_predictor(model, config, device=device, source=str(model_dir))
+    predictor = make_predictor(model, config, device=device, source=str(model_dir))
+    predictor.fingerprint = model_fingerprint(model_dir)
+    if band_map:
+        check_band_map(band_map, predictor.inputs or ())
+        predictor.band_map = dict(band_map)
+    return predictor
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """The first 16 hex digits of the sha256 of a model directory's config.json and weights."""
+    from icetools.modeldir import CONFIG_FILE, WEIGHTS_FILE
+
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(Path(model_dir) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def default_model_dir() -> Path:
@@ -178,22 +211,13 @@ def default_model_dir() -> Path:
 
 
 def scene_input_spec(scene: Scene, predictor: Predictor) -> InputSpec:
-    """The bands the model reads from ``scene`` and their transforms, every missing band named at once.
+    """The bands the model reads from ``scene``, bound to it (see :func:`icetools.inputs.bind_inputs`:
+    the predictor's band map, Sentinel-1 aliases, unit conversions), every missing band named at once.
 
     A model whose config names no inputs reads the scene's default bands as they are.
     """
     spec = predictor.input_spec or InputSpec.identity(scene.default_inputs)
-    missing = []
-    for name in spec.bands:
-        try:
-            scene.resolve([name])
-        except MissingVariableError:
-            missing.append(name)
-    if missing:
-        raise MissingVariableError(
-            f"{scene.path.name} lacks band(s) {', '.join(missing)} that the model needs; "
-            f"bands found: {', '.join(scene.band_names)}"
-        )
+    spec = bind_inputs(scene, spec, band_map=predictor.band_map, units=predictor.input_units)
     if predictor.in_channels is not None and spec.n_channels != predictor.in_channels:
         raise DataError(
             f"the model takes {predictor.in_channels} channels but {scene.path.name} offers {spec.n_channels} "
@@ -204,7 +228,7 @@ def scene_input_spec(scene: Scene, predictor: Predictor) -> InputSpec:
 
 def scene_inputs(scene: Scene, predictor: Predictor) -> list[str]:
     """The scene bands (real names) the model reads; see :func:`scene_input_spec`."""
-    return scene.resolve(scene_input_spec(scene, predictor).bands)
+    return list(scene_input_spec(scene, predictor).sources)
 
 
 # --------------------------------------------------------------------------------------------

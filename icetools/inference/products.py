@@ -6,8 +6,9 @@ the polygon source and its lock, the per-polygon means), so the passes take one 
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from icetools.inference.predictor import Predictor
 from icetools.inference.windows import RowSink
 from icetools.io.atomic import check_output
 from icetools.io.raster import iter_strips, open_raster, open_raster_writer
-from icetools.io.scene import Scene, open_scene
+from icetools.io.scene import CHART_CRS_TAG, Scene, open_scene
+from icetools.io.style import ICE_WATER, LINE_MASK, Legend, class_legend
 from icetools.metrics import PolygonAccumulator
 from icetools.tasks import BINARY, MULTICLASS, SIC
 
@@ -45,6 +47,7 @@ class Product:
     render: Callable[[np.ndarray], np.ndarray]
     categorical: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    legend: Legend | None = None  # colour table + raster attribute table of a categorical band
 
 
 def sic_of(probs: np.ndarray) -> np.ndarray:
@@ -86,6 +89,24 @@ def sibling(output: Path, suffix: str) -> Path:
     return output.with_name(output.stem + suffix)
 
 
+EXTRA_SUFFIXES: dict[str, str] = {
+    "ice_water": "_icewater.tif",
+    "mask": "_mask.tif",
+    "probabilities": "_probs.tif",
+    "polygon_sic": "_polygon_sic.tif",
+}
+"""The extra products and the suffix of their default name beside the output."""
+
+
+def extra_path(output: Path, kind: str, paths: Mapping[str, Path] | None = None) -> Path:
+    """Where the extra product ``kind`` goes: the path given for it, else ``<out stem><suffix>``.
+
+    Named paths let a Makefile name every product as a target.
+    """
+    given = (paths or {}).get(kind)
+    return Path(given) if given is not None else sibling(output, EXTRA_SUFFIXES[kind])
+
+
 def plan_products(
     output: Path,
     predictor: Predictor,
@@ -95,25 +116,36 @@ def plan_products(
     ice_water: bool,
     probabilities: bool,
     polygons: bool,
+    paths: Mapping[str, Path] | None = None,
 ) -> list[Product]:
-    """Every file this run writes (the polygon map aside), checked against the task before any work starts."""
+    """Every file this run writes (the polygon map aside), checked against the task before any work starts.
+
+    ``paths``: names for the extra products by kind (see :data:`EXTRA_SUFFIXES`); a named one is wanted.
+    """
     task = predictor.task
+    paths = dict(paths or {})
+    unknown = sorted(set(paths) - set(EXTRA_SUFFIXES))
+    if unknown:
+        raise ConfigError(f"unknown extra product {unknown[0]!r}; products: {', '.join(EXTRA_SUFFIXES)}")
+    ice_water = ice_water or "ice_water" in paths
+    probabilities = probabilities or "probabilities" in paths
     for option, wanted, tasks in (
         ("percent", percent, (SIC,)),
         ("ice_water", ice_water, (SIC,)),
         ("polygons", polygons, (SIC,)),
         ("probabilities", probabilities, (MULTICLASS,)),
+        ("mask", "mask" in paths, (BINARY,)),
     ):
         if wanted and task not in tasks:
             raise ConfigError(f"{option} applies to {' or '.join(tasks)} models; this model's task is {task!r}")
     if task == SIC:
-        return _sic_products(output, percent=percent, ice_water=ice_water)
+        return _sic_products(output, percent=percent, ice_water=ice_water, paths=paths)
     if task == BINARY:
-        return _binary_products(output, predictor, channels=channels)
-    return _class_products(output, predictor, channels=channels, probabilities=probabilities)
+        return _binary_products(output, predictor, channels=channels, paths=paths)
+    return _class_products(output, predictor, channels=channels, probabilities=probabilities, paths=paths)
 
 
-def _sic_products(output: Path, *, percent: bool, ice_water: bool) -> list[Product]:
+def _sic_products(output: Path, *, percent: bool, ice_water: bool, paths: Mapping[str, Path]) -> list[Product]:
     if percent:
         main = Product(output, "uint8", PERCENT_NODATA, ("SIC",), lambda p: to_percent(sic_of(p))[None], tags={"units": "percent"})
     else:
@@ -121,38 +153,58 @@ def _sic_products(output: Path, *, percent: bool, ice_water: bool) -> list[Produ
     products = [main]
     if ice_water:
         products.append(
-            Product(sibling(output, "_icewater.tif"), "uint8", MASK_NODATA, ("ice",),
+            Product(extra_path(output, "ice_water", paths), "uint8", MASK_NODATA, ("ice",),
                     lambda p: to_mask(sic_of(p), ICE_EDGE_SIC)[None], categorical=True,
-                    tags={"classes": "0 water, 1 ice", "ice_threshold_sic": str(ICE_EDGE_SIC)})
+                    tags={"classes": "0 water, 1 ice", "ice_threshold_sic": str(ICE_EDGE_SIC)}, legend=ICE_WATER)
         )
     return products
 
 
-def _binary_products(output: Path, predictor: Predictor, *, channels: int) -> list[Product]:
+def _binary_products(output: Path, predictor: Predictor, *, channels: int, paths: Mapping[str, Path]) -> list[Product]:
     if channels not in (1, 2):
         raise ConfigError(f"a binary model must return 1 or 2 channels, this one returns {channels}")
     threshold = float(predictor.config.get("threshold", 0.5))
     if not 0 <= threshold <= 1:
         raise ConfigError(f"config threshold {threshold} must lie in [0, 1]")
+    threshold_tags = {"threshold": str(threshold)}  # on both: evaluate reads it from the probability raster too
     return [
-        Product(output, "float32", float("nan"), ("probability",), lambda p: _binary_probability(p)[None]),
-        Product(sibling(output, "_mask.tif"), "uint8", MASK_NODATA, ("line",),
+        Product(output, "float32", float("nan"), ("probability",), lambda p: _binary_probability(p)[None],
+                tags=threshold_tags),
+        Product(extra_path(output, "mask", paths), "uint8", MASK_NODATA, ("line",),
                 lambda p: to_mask(_binary_probability(p), threshold)[None], categorical=True,
-                tags={"threshold": str(threshold)}),
+                tags=threshold_tags, legend=LINE_MASK),
     ]
 
 
-def _class_products(output: Path, predictor: Predictor, *, channels: int, probabilities: bool) -> list[Product]:
+def _class_products(
+    output: Path, predictor: Predictor, *, channels: int, probabilities: bool, paths: Mapping[str, Path]
+) -> list[Product]:
     if channels < 2 or channels > 254:
         raise ConfigError(f"a multiclass model must return 2 to 254 class channels, this one returns {channels}")
     names = predictor.config.get("class_names") or [f"class{k}" for k in range(channels)]
     if len(names) != channels:
         raise ConfigError(f"config names {len(names)} classes but the model returns {channels} channels")
     class_tags = {"class_names": ",".join(map(str, names))}
-    products = [Product(output, "uint8", MASK_NODATA, ("class",), lambda p: _classes(p)[None], categorical=True, tags=class_tags)]
+    products = [Product(output, "uint8", MASK_NODATA, ("class",), lambda p: _classes(p)[None], categorical=True,
+                        tags=class_tags, legend=class_legend(list(map(str, names)), nodata=MASK_NODATA))]
     if probabilities:
-        products.append(Product(sibling(output, "_probs.tif"), "float32", float("nan"), tuple(map(str, names)), lambda p: p, tags=class_tags))
+        products.append(Product(extra_path(output, "probabilities", paths), "float32", float("nan"), tuple(map(str, names)), lambda p: p, tags=class_tags))
     return products
+
+
+def source_tags(scene: Scene, output: Path) -> dict[str, str]:
+    """What a product records of its scene, without local absolute paths: its file name, its path
+    relative to the product's folder (how ``evaluate`` finds the scene's chart again) and, where
+    known, the CRS of its chart (where ``vectorize`` puts vectors of a radar-geometry product)."""
+    tags = {"scene": scene.path.name}
+    try:
+        tags["scene_path"] = Path(os.path.relpath(scene.path.resolve(), Path(output).resolve().parent)).as_posix()
+    except ValueError:  # another drive (Windows): the name alone
+        pass
+    crs = scene.chart_crs if scene.grid.has_gcps else None
+    if crs is not None:
+        tags[CHART_CRS_TAG] = crs.to_string()
+    return tags
 
 
 def open_polygon_source(polygons: str | Path, scene: Scene) -> Scene:
@@ -210,6 +262,17 @@ class Outputs:
         for path in paths:
             check_output(path, overwrite=self.overwrite)
 
+    def tags_for(self, path: Path) -> dict[str, str]:
+        """The run's tags for one file: ``scene_path`` is relative to that file's own folder."""
+        tags = dict(self.tags)
+        if "scene_path" in tags and self.products:
+            scene = self.products[0].path.resolve().parent / tags["scene_path"]
+            try:
+                tags["scene_path"] = Path(os.path.relpath(scene, Path(path).resolve().parent)).as_posix()
+            except ValueError:
+                tags.pop("scene_path")
+        return tags
+
     @contextmanager
     def row_sink(self) -> Iterator[RowSink]:
         """Every product's writer open (each appears whole or not at all); yields where merged rows go."""
@@ -218,8 +281,8 @@ class Outputs:
                 stack.enter_context(
                     open_raster_writer(
                         product.path, self.grid, count=len(product.band_names), dtype=product.dtype,
-                        nodata=product.nodata, band_names=product.band_names, tags={**self.tags, **product.tags},
-                        overwrite=self.overwrite, categorical=product.categorical,
+                        nodata=product.nodata, band_names=product.band_names, tags={**self.tags_for(product.path), **product.tags},
+                        overwrite=self.overwrite, categorical=product.categorical, legend=product.legend,
                     )
                 )
                 for product in self.products
@@ -244,7 +307,8 @@ class Outputs:
         means = self.polygon_means.mean_array()
         with open_raster(main.path) as done, open_raster_writer(
             self.polygon_path, self.grid, count=1, dtype=main.dtype, nodata=main.nodata, band_names=("SIC",),
-            tags={**self.tags, **main.tags, "product": "mean predicted SIC per chart polygon"}, overwrite=self.overwrite,
+            tags={**self.tags_for(self.polygon_path), **main.tags, "product": "mean predicted SIC per chart polygon"},
+            overwrite=self.overwrite,
         ) as writer:
             for window in iter_strips(self.grid.height, self.grid.width):
                 values = done.read(1, window=window)

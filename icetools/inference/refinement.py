@@ -23,7 +23,7 @@ import numpy as np
 
 from icetools.errors import ConfigError
 from icetools.inference.mosaic import CRUDE_MERGE, crude_band_names, plain_geotiff, probability_pass
-from icetools.inference.predictor import Predictor
+from icetools.inference.predictor import Predictor, scene_input_spec
 from icetools.inference.windows import MergeStats, WindowPlan
 from icetools.inputs import InputSpec, read_inputs
 from icetools.io.raster import open_raster_writer
@@ -49,9 +49,9 @@ def image_band_names(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _image_reader(scene: Scene, predictor: Predictor, lock: threading.Lock):
     """``window -> (C, h, w)``: the model's channels, normalised as it reads them (NaN where invalid)."""
-    spec = image_spec(predictor.config)
-    if spec is None:
+    if image_spec(predictor.config) is None:
         raise ConfigError(f"{predictor.label} names no inputs in its config: a refiner cannot read its image")
+    spec = scene_input_spec(scene, predictor)  # bound as the model's own pass reads the scene (aliases, units)
     mean, std = predictor.mean, predictor.std
 
     def read(window) -> np.ndarray:

@@ -11,7 +11,7 @@ whole or not at all: on any error none of this run's files is left, the temporar
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from icetools import __version__
 from icetools.errors import ConfigError
 from icetools.inference.mosaic import CRUDE_MERGE, probability_pass
 from icetools.inference.predictor import Predictor, check_pairing, scene_inputs
-from icetools.inference.products import Outputs, open_polygon_source, plan_products, sibling
+from icetools.inference.products import Outputs, extra_path, open_polygon_source, plan_products, source_tags
 from icetools.inference.refinement import (
     check_refiner,
     refiner_bands,
@@ -66,6 +66,7 @@ class PredictJob:
     ice_water: bool = False
     probabilities: bool = False
     overwrite: bool = False
+    extra_paths: Mapping[str, Path] | None = None  # names of extra products by kind (products.EXTRA_SUFFIXES)
 
     @property
     def final(self) -> Predictor:
@@ -138,7 +139,7 @@ def _plan_outputs(job: PredictJob, scene: Scene, tile: int, *, fallback: bool = 
     output = Path(job.output)
     products = plan_products(
         output, job.final, channels=job.final.out_channels(), percent=job.percent, ice_water=job.ice_water,
-        probabilities=job.probabilities, polygons=job.polygons is not None,
+        probabilities=job.probabilities, polygons=job.polygons is not None, paths=job.extra_paths,
     )
     tags = {
         "model": job.model.label,
@@ -147,13 +148,13 @@ def _plan_outputs(job: PredictJob, scene: Scene, tile: int, *, fallback: bool = 
         "merge": job.merge,
         "overlap": f"{job.overlap:g}",
         "tile": str(tile),
-        "scene": scene.path.name,
+        **source_tags(scene, output),  # scene name, its path relative to the output, its chart's CRS
     }
     if job.refiner is not None:
         tags["refiner"] = job.refiner.label
         if fallback:
             tags["refine_fallback"] = "average: the refiner did not beat the averaged mosaic on validation"
-    polygon_path = sibling(output, "_polygon_sic.tif") if job.polygons is not None else None
+    polygon_path = extra_path(output, "polygon_sic", job.extra_paths) if job.polygons is not None else None
     outputs = Outputs(products, scene.grid, tags, overwrite=job.overwrite, polygon_path=polygon_path)
     outputs.check(Path(job.scene))
     return outputs

@@ -21,6 +21,7 @@ from rasterio.windows import Window
 from icetools.errors import InputFileError
 from icetools.grid import Grid
 from icetools.io.atomic import atomic_path
+from icetools.io.style import Legend, aux_path, place_sidecar, rat_xml
 
 BLOCK = 512
 
@@ -83,11 +84,18 @@ def open_raster_writer(
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
     categorical: bool = False,
+    legend: Legend | None = None,
+    band_tags: Sequence[Mapping[str, object]] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> Iterator[RasterWriter]:
     """Open a GeoTIFF for windowed writing; it appears at ``path`` only if the block succeeds.
 
     ``categorical`` picks nearest-neighbour overviews (classes, ids, masks) instead of averages.
+    ``legend`` styles band 1: a colour table in the file (8-bit bands) and a raster attribute table in
+    ``<path>.aux.xml``, put in place right after the raster (a stale sidecar is removed). ``band_tags``
+    and ``scales`` (GDAL band scale: value = stored * scale) go to the bands in order.
     """
+    rat = rat_xml(legend) if legend is not None else None
     with atomic_path(path, overwrite=overwrite) as tmp:
         staging = tmp.with_name(tmp.stem + ".stage.tif")
         try:
@@ -106,14 +114,18 @@ def open_raster_writer(
                     ds.set_band_description(i, name)
                 if tags:
                     ds.update_tags(**{k: str(v) for k, v in tags.items()})
+                for i, band in enumerate(band_tags or [], start=1):
+                    ds.update_tags(i, **{k: str(v) for k, v in band.items()})
+                if scales is not None:
+                    ds.scales = tuple(float(v) for v in scales)
+                if legend is not None and np.dtype(dtype) == np.uint8:
+                    ds.write_colormap(1, legend.colormap())
                 yield RasterWriter(ds)
             _to_cog(staging, tmp, dtype=dtype, categorical=categorical)
         finally:
-            if staging.exists():
-                staging.unlink()
-            aux = staging.with_name(staging.name + ".aux.xml")
-            if aux.exists():
-                aux.unlink()
+            for leftover in (staging, aux_path(staging), aux_path(tmp)):
+                leftover.unlink(missing_ok=True)
+    place_sidecar(Path(path), rat)
 
 
 def _to_cog(src: Path, dst: Path, *, dtype: str, categorical: bool) -> None:
@@ -145,6 +157,7 @@ def write_raster(
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
     categorical: bool = False,
+    legend: Legend | None = None,
 ) -> Path:
     """Write a small in-memory array (tests, synthetic truth) with the same layout rules."""
     data = np.asarray(data)
@@ -152,7 +165,7 @@ def write_raster(
         data = data[None]
     with open_raster_writer(
         path, grid, count=data.shape[0], dtype=data.dtype.name, nodata=nodata, band_names=band_names,
-        tags=tags, overwrite=overwrite, categorical=categorical,
+        tags=tags, overwrite=overwrite, categorical=categorical, legend=legend,
     ) as writer:
         for window in iter_strips(grid.height, grid.width):
             writer.write(data[:, window.row_off : window.row_off + window.height, :], window)

@@ -2,6 +2,9 @@
 
 :func:`open_scene` returns a :class:`Scene`: named bands read lazily by window, a grid, a validity
 mask and, for AI4Arctic files, the embedded ice chart. Nothing reads a whole scene unless asked.
+Band names are matched in one place, :meth:`Scene.resolve` (aliases of the usual Sentinel-1 names,
+band indices, the HH-then-HV order of undescribed two-band files), and :meth:`Scene.band_unit` says
+whether backscatter is in dB or linear (see :mod:`icetools.io.bands`).
 Handles are opened lazily and re-opened after a fork, so a Scene can travel to DataLoader workers.
 
 AI4Arctic files carry the incidence angle on their tie points (``sar_grid_incidenceangle``, or
@@ -16,16 +19,35 @@ import os
 from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from rasterio.windows import Window
 
 from icetools.errors import CRSError, InputFileError, MissingVariableError
 from icetools.grid import Grid, gcps_from_tie_points
+from icetools.io.bands import (
+    AI4ARCTIC_SAR,
+    DB,
+    POSITIONAL_SAR,
+    sar_polarisation,
+    units_from_name,
+    units_from_text,
+    units_from_values,
+)
+from icetools.io.tiepoints import TiePointField
 from icetools.sigrid import ChartPolygon, parse_polygon_codes
 
-SAR_ALIASES = {"HH": "nersc_sar_primary", "HV": "nersc_sar_secondary"}
+if TYPE_CHECKING:
+    from pyproj import CRS
+
+CIS_LCC_PROJ = "+proj=lcc +lat_0=40 +lon_0=-100 +lat_1=49 +lat_2=77 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+"""The Canadian Ice Service's chart projection (Lambert Conformal Conic on WGS84, no EPSG code)."""
+CHART_CRS_BY_SERVICE = {"cis": CIS_LCC_PROJ, "dmi": "EPSG:3413"}
+"""The CRS of an AI4Arctic scene's chart by its ``ice_service``: CIS's LCC; DMI's Greenland charts in the
+NSIDC polar stereographic north projection (EPSG:3413), the projection icetools' synthetic charts use too."""
+CHART_CRS_TAG = "chart_crs"
+"""The tag that carries a chart CRS on a raster made from a scene (predict's products)."""
 INCIDENCE_BAND = "sar_incidence_angle"
 """The incidence angle (degrees) interpolated from an AI4Arctic file's tie points onto its pixels."""
 NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
@@ -54,67 +76,8 @@ def pad_array(data: np.ndarray, pad: tuple[tuple[int, int], tuple[int, int]], mo
     return np.pad(data, widths, mode="constant", constant_values=fill)
 
 
-class TiePointField:
-    """A smooth scalar known at tie points (the incidence angle), read onto any window of pixels.
-
-    Tie points sit at pixel centres given as (line, sample) indices. On a full regular tie grid (the
-    AI4Arctic layouts) values are bilinear between tie points, exact at them, and extrapolated
-    linearly from the outermost tie points (the incidence angle changes nearly linearly across the
-    swath); the window is computed as two small matrix products. Scattered tie points fall back to
-    linear interpolation over their triangulation, nearest value outside it.
-    """
-
-    def __init__(self, lines: np.ndarray, samples: np.ndarray, values: np.ndarray):
-        lines, samples, values = (np.asarray(a, dtype="float64").ravel() for a in (lines, samples, values))
-        keep = np.isfinite(values) & np.isfinite(lines) & np.isfinite(samples)
-        lines, samples, values = lines[keep], samples[keep], values[keep]
-        if values.size == 0:
-            raise MissingVariableError("the incidence angle tie points hold no finite value")
-        self._lines, self._samples = np.unique(lines), np.unique(samples)
-        self._grid: np.ndarray | None = None
-        if self._lines.size * self._samples.size == values.size:
-            grid = np.full((self._lines.size, self._samples.size), np.nan)
-            grid[np.searchsorted(self._lines, lines), np.searchsorted(self._samples, samples)] = values
-            if np.isfinite(grid).all():
-                self._grid = grid
-        self._points = (lines, samples, values)
-
-    @staticmethod
-    def _weights(nodes: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """(positions, nodes) linear interpolation weights, extrapolating from the end segments."""
-        weights = np.zeros((positions.size, nodes.size))
-        if nodes.size == 1:
-            weights[:, 0] = 1.0
-            return weights
-        k = np.clip(np.searchsorted(nodes, positions, side="right") - 1, 0, nodes.size - 2)
-        t = (positions - nodes[k]) / (nodes[k + 1] - nodes[k])
-        rows = np.arange(positions.size)
-        weights[rows, k] = 1.0 - t
-        weights[rows, k + 1] = t
-        return weights
-
-    def read(self, window: Window) -> np.ndarray:
-        """The field on the pixels of ``window`` (inside the scene), float32 (h, w)."""
-        rows = np.arange(int(window.row_off), int(window.row_off + window.height), dtype="float64")
-        cols = np.arange(int(window.col_off), int(window.col_off + window.width), dtype="float64")
-        if self._grid is not None:
-            out = self._weights(self._lines, rows) @ self._grid @ self._weights(self._samples, cols).T
-            return out.astype("float32")
-        from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
-
-        lines, samples, values = self._points
-        r, c = np.meshgrid(rows, cols, indexing="ij")
-        query = np.stack([r.ravel(), c.ravel()], axis=-1)
-        out = np.full(query.shape[0], np.nan)
-        if values.size >= 3:
-            try:
-                out = LinearNDInterpolator(np.stack([lines, samples], axis=-1), values)(query)
-            except Exception:  # collinear tie points (scipy's Qhull error): nearest values below
-                pass
-        missing = ~np.isfinite(out)
-        if missing.any():
-            out[missing] = NearestNDInterpolator(np.stack([lines, samples], axis=-1), values)(query[missing])
-        return out.reshape(r.shape).astype("float32")
+class AmbiguousBandError(MissingVariableError):
+    """A name matches several bands of a scene (``Sigma0_HH`` and ``Sigma0_HH_db``): the caller must choose."""
 
 
 class Scene(ABC):
@@ -178,15 +141,70 @@ class Scene(ABC):
         """The bands a model reads when none are named (SAR HH/HV for AI4Arctic, all for GeoTIFF)."""
 
     def resolve(self, names: Sequence[str]) -> list[str]:
-        out = []
-        for name in names:
-            real = name if name in self.band_names else SAR_ALIASES.get(name, name)
-            if real not in self.band_names:
-                raise MissingVariableError(
-                    f"{self.path.name} has no band '{name}'; bands found: {', '.join(self.band_names)}"
+        """The scene's own band for each name: as spelled, in another case, by index (``band2``, ``2``
+        in a GeoTIFF), by Sentinel-1 polarisation (``HH`` = ``sigma0_HH`` = ``nersc_sar_primary``), or by
+        position in a two-band file that describes no band (HH first). The one place names are matched."""
+        return [self._resolve_one(name) for name in names]
+
+    def _resolve_one(self, name: str) -> str:
+        if name in self.band_names:
+            return name
+        same = [b for b in self.band_names if b.lower() == name.strip().lower()]
+        if len(same) == 1:
+            return same[0]
+        indexed = self._band_by_index(name)
+        if indexed is not None:
+            return indexed
+        polarisation = sar_polarisation(name)
+        if polarisation is not None:
+            matches = [b for b in self.band_names if sar_polarisation(b) == polarisation]
+            if len(matches) > 1:
+                raise AmbiguousBandError(
+                    f"{self.path.name} has several {polarisation} bands ({', '.join(matches)}) for '{name}': "
+                    f"name the one to read with bands, e.g. {name}={matches[0]}"
                 )
-            out.append(real)
-        return out
+            if matches:
+                return matches[0]
+            positional = self._positional_sar(polarisation)
+            if positional is not None:
+                return positional
+        raise MissingVariableError(
+            f"{self.path.name} has no band '{name}'; bands found: {', '.join(self.band_names)}"
+        )
+
+    def _band_by_index(self, name: str) -> str | None:
+        """``bandN`` or ``N`` (1-based) where a format numbers its bands; none by default."""
+        return None
+
+    def _positional_sar(self, polarisation: str) -> str | None:
+        """The band a file without descriptions holds ``polarisation`` in; none by default."""
+        return None
+
+    def band_unit(self, name: str) -> str | None:
+        """Backscatter units of band ``name`` (``dB``, ``linear``) when the file, the name or the values
+        say so (see :mod:`icetools.io.bands`); None when unknown. Values are sampled once, in 16 windows."""
+        real = self.resolve([name])[0]
+        cache = self.__dict__.setdefault("_units", {})
+        if real not in cache:
+            cache[real] = self._declared_unit(real) or units_from_name(real) or units_from_values(self._sample(real))
+        return cache[real]
+
+    def _declared_unit(self, name: str) -> str | None:
+        return None
+
+    def _sample(self, name: str, windows: int = 4, side: int = 64) -> np.ndarray:
+        """Values of ``name`` in a ``windows`` x ``windows`` grid of small windows spread over the scene."""
+        rows = np.linspace(0, max(self.height - side, 0), windows).astype(int)
+        cols = np.linspace(0, max(self.width - side, 0), windows).astype(int)
+        h, w = min(side, self.height), min(side, self.width)
+        parts = [self._read_band(name, Window(int(c), int(r), w, h)).ravel() for r in np.unique(rows) for c in np.unique(cols)]
+        return np.concatenate(parts)
+
+    @property
+    def chart_crs(self) -> CRS | None:
+        """The CRS of the ice chart that goes with the scene (where vectors of a GCP scene belong); None
+        when unknown. See :func:`chart_crs_of_service`."""
+        return None
 
     def read(
         self, names: Sequence[str] | None = None, window: Window | None = None, *, pad_mode: str = "constant"
@@ -312,6 +330,23 @@ class NetCDFScene(Scene):
             names.append("nersc_sar_secondary")
         return tuple(names)
 
+    def band_unit(self, name: str) -> str | None:
+        real = self.resolve([name])[0]
+        if self.kind == "ai4arctic-ready" and real in AI4ARCTIC_SAR:
+            return None  # standard-scaled: neither dB nor linear
+        return super().band_unit(real)
+
+    def _declared_unit(self, name: str) -> str | None:
+        if name in self.handle.variables:
+            declared = units_from_text(getattr(self.handle.variables[name], "units", None))
+            if declared:
+                return declared
+        return DB if name in AI4ARCTIC_SAR else None  # the AI4Arctic raw files hold SAR in dB
+
+    @property
+    def chart_crs(self) -> CRS | None:
+        return chart_crs_from_attrs(self.attrs)
+
     def _read_band(self, name: str, window: Window) -> np.ndarray:
         if name == INCIDENCE_BAND and name not in self.handle.variables:
             return self._incidence.read(window)
@@ -384,9 +419,13 @@ class GeoTiffScene(Scene):
         self._names = tuple(d or f"band{i}" for i, d in enumerate(ds.descriptions, start=1))
         if len(set(self._names)) != len(self._names):
             self._names = tuple(f"band{i}" for i in range(1, ds.count + 1))
+        self.described = any(ds.descriptions)
         self.nodata = ds.nodata
         self.tags = ds.tags()
         self.dtypes = ds.dtypes
+        self.units = tuple(ds.units)
+        self.scales = tuple(float(v) for v in ds.scales)  # GDAL band scale/offset: value = raw * scale + offset
+        self.offsets = tuple(float(v) for v in ds.offsets)
 
     def _open(self):
         from icetools.io.raster import open_raster
@@ -404,16 +443,58 @@ class GeoTiffScene(Scene):
     def _read_band(self, name: str, window: Window) -> np.ndarray:
         index = self._names.index(name) + 1
         data = self.handle.read(index, window=window)
-        out = data.astype("float32", copy=False)
+        scale, offset = self.scales[index - 1], self.offsets[index - 1]
+        if scale != 1.0 or offset != 0.0:  # e.g. SIC stored as integers (labels.tif): float values
+            out = (data * np.float64(scale) + offset).astype("float32")
+        else:
+            out = data.astype("float32", copy=False)
         if self.nodata is not None and not np.isnan(self.nodata):
             out = np.where(data == self.nodata, np.float32(np.nan), out)
         return out
+
+    def _band_by_index(self, name: str) -> str | None:
+        text = name.strip().lower()
+        text = text[4:] if text.startswith("band") else text
+        if text.isdigit() and 1 <= int(text) <= len(self._names):
+            return self._names[int(text) - 1]
+        return None
+
+    def _positional_sar(self, polarisation: str) -> str | None:
+        if self.described or len(self._names) != len(POSITIONAL_SAR):
+            return None
+        return self._names[POSITIONAL_SAR.index(polarisation)]
+
+    def _declared_unit(self, name: str) -> str | None:
+        return units_from_text(self.units[self._names.index(name)])
+
+    @property
+    def chart_crs(self) -> CRS | None:
+        tagged = chart_crs_from_attrs(self.tags)
+        if tagged is not None or self.grid.has_gcps or self.grid.crs is None:
+            return tagged
+        from pyproj import CRS
+
+        return CRS.from_user_input(self.grid.crs)
 
     @property
     def has_chart(self) -> bool:
         return "polygon_id" in self._names
 
     CHART_BAND = "polygon_id"
+
+    def read_polygon_ids(self, window: Window | None = None) -> np.ndarray:
+        """Integer ids read as they are (labels.tif stores them as Int32); float ids (older files) by value."""
+        if not self.has_chart:
+            return super().read_polygon_ids(window)
+        index = self._names.index(self.CHART_BAND) + 1
+        if np.dtype(self.dtypes[index - 1]).kind not in "iu":
+            return super().read_polygon_ids(window)
+        window = window or self.grid.full_window()
+        inner, pad = clamp_window(window, self.height, self.width)
+        ids = self.handle.read(index, window=inner).astype("int32", copy=False)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            ids = np.where(ids == self.nodata, 0, ids).astype("int32", copy=False)
+        return pad_array(ids, pad, "constant")
 
 
 def _grid2d(var, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -425,6 +506,22 @@ def _grid2d(var, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.nd
     n_samp, n_line = values.shape
     samples, lines = np.meshgrid(np.linspace(0, width - 1, n_samp), np.linspace(0, height - 1, n_line), indexing="ij")
     return lines.ravel(), samples.ravel(), values.ravel()
+
+
+def chart_crs_from_attrs(attrs: dict) -> CRS | None:
+    """A chart CRS from a file's attributes or tags: ``chart_crs`` (any CRS text), else ``ice_service``
+    (:data:`CHART_CRS_BY_SERVICE`); None when neither says."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError as ProjCRSError
+
+    text = attrs.get(CHART_CRS_TAG)
+    if text:
+        try:
+            return CRS.from_user_input(str(text))
+        except ProjCRSError:
+            raise CRSError(f"the '{CHART_CRS_TAG}' attribute {str(text)[:60]!r} is not a CRS pyproj understands") from None
+    service = str(attrs.get("ice_service", "")).strip().lower()
+    return CRS.from_user_input(CHART_CRS_BY_SERVICE[service]) if service in CHART_CRS_BY_SERVICE else None
 
 
 def _wgs84():

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from icetools.errors import CRSError, EmptyInputError, InputFileError
 from icetools.io.atomic import atomic_path
+from icetools.io.style import data_layers, write_layer_style
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -20,6 +21,8 @@ def read_vectors(path: str | Path, *, layer: str | None = None, vector_crs: str 
     if not path.exists():
         raise InputFileError(f"{path} does not exist")
     try:
+        if layer is None and path.suffix.lower() == ".gpkg":  # not QGIS's layer_styles table
+            layer = next(iter(data_layers(list_layers(path))), None)
         frame = pyogrio.read_dataframe(path, layer=layer)
     except Exception as exc:  # pyogrio raises several GDAL-derived types; all mean the same here
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -41,8 +44,15 @@ def read_vectors(path: str | Path, *, layer: str | None = None, vector_crs: str 
     return frame
 
 
-def write_layer(frame: "gpd.GeoDataFrame", path: str | Path, *, layer: str, overwrite: bool = False) -> Path:
-    """Write one layer to a new vector file, atomically; the driver follows the suffix."""
+def write_layer(
+    frame: "gpd.GeoDataFrame", path: str | Path, *, layer: str, overwrite: bool = False, style: str | None = None
+) -> Path:
+    """Write one layer to a new vector file, atomically; the driver follows the suffix.
+
+    ``style`` (QGIS QML; default: the frame's ``attrs["qml"]``, set by vectorize) becomes the layer's
+    default style in a GeoPackage's ``layer_styles`` table; other formats have no place for it.
+    """
+    style = style if style is not None else frame.attrs.get("qml")
     import pyogrio
 
     path = Path(path)
@@ -60,6 +70,8 @@ def write_layer(frame: "gpd.GeoDataFrame", path: str | Path, *, layer: str, over
         return path
     with atomic_path(path, overwrite=overwrite) as tmp:
         pyogrio.write_dataframe(frame, tmp, layer=layer, driver=driver)
+        if style is not None and driver == "GPKG":
+            write_layer_style(tmp, layer, style, description=f"icetools {frame.attrs.get('kind', layer)}")
     return path
 
 

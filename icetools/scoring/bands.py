@@ -46,7 +46,10 @@ def band_info(scene: Scene, band: str) -> BandInfo:
         attrs = dict(ds.tags(index + 1))
         if ds.units[index]:
             attrs.setdefault("units", ds.units[index])
-        return BandInfo(np.dtype(ds.dtypes[index]), ds.nodatavals[index], attrs, dict(ds.tags()))
+        dtype = np.dtype(ds.dtypes[index])
+        if ds.scales[index] != 1 or ds.offsets[index] != 0:
+            dtype = np.dtype("float64")  # integers with a band scale (labels.tif's SIC) are read as real values
+        return BandInfo(dtype, ds.nodatavals[index], attrs, dict(ds.tags()))
     return BandInfo(np.dtype("float32"), None)
 
 

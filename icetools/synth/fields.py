@@ -10,6 +10,7 @@ a scene is the same whatever the order of the work.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -33,6 +34,23 @@ def rng_for(seed: int, *stream: int) -> np.random.Generator:
 def check_size(size: int, *, minimum: int, what: str) -> None:
     if int(size) < minimum:
         raise ConfigError(f"--size {size} is too small for a {what} scene: use at least {minimum}")
+
+
+def companion_path(path: Path, kind: str, suffix: str, given: str | Path | None = None) -> Path:
+    """Where a generator's companion file goes: ``given``, else named from the WHOLE file name as
+    GDAL names its sidecars (scene.nc -> scene.nc.chart.gpkg), so scene.nc and scene.tif beside it
+    never share a chart or a truth."""
+    return Path(given) if given is not None else path.with_name(f"{path.name}.{kind}{suffix}")
+
+
+def check_distinct(outputs: dict[str, Path]) -> None:
+    """No two files of one generator share a path (``--truth-out`` naming the scene itself, say)."""
+    seen: dict[Path, str] = {}
+    for kind, path in outputs.items():
+        key = Path(path).resolve()
+        if key in seen:
+            raise ConfigError(f"the {kind} and the {seen[key]} would both be {path}: give them different names")
+        seen[key] = kind
 
 
 def reduction_factor(size: int, *, target: int, most: int) -> int:

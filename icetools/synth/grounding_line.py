@@ -9,7 +9,7 @@ coherence map (high on the ice sheet, lower in crevassed hinge zones, nothing in
 patches or open water), giving the right phase noise and a speckled magnitude.
 
 Outputs: ``OUT.tif`` (bands ``phase`` in [-pi, pi] and ``magnitude``, float32, EPSG:3031, 50 m) and
-``<stem>_lines.gpkg`` (layer "grounding_line", LineStrings in EPSG:3031, drawn in pixel space and
+``<name>.lines.gpkg`` (layer "grounding_line", LineStrings in EPSG:3031, drawn in pixel space and
 moved with the raster's affine transform, so they sit exactly where the raster puts them).
 """
 
@@ -265,14 +265,21 @@ def _interferogram(rng: np.random.Generator, phase: np.ndarray, coherence: np.nd
     return (total * amplitude * np.exp(1j * phase)).astype(np.complex64)
 
 
-def output_paths(path: Path) -> dict[str, Path]:
-    return {"interferogram": path, "lines": path.with_name(path.stem + "_lines.gpkg")}
+def output_paths(path: Path, *, lines: str | Path | None = None) -> dict[str, Path]:
+    return {"interferogram": path, "lines": F.companion_path(path, "lines", ".gpkg", lines)}
 
 
 def make_grounding_line_scene(
-    path: str | Path, *, size: int = 512, seed: int = 0, overwrite: bool = False, progress: Progress | None = None
+    path: str | Path,
+    *,
+    size: int = 512,
+    seed: int = 0,
+    lines_path: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Path]:
-    """Write a synthetic double-difference interferogram (phase, magnitude) and its grounding lines."""
+    """Write a synthetic double-difference interferogram (phase, magnitude) and its grounding lines
+    (at ``lines_path``, by default named from the image's whole file name)."""
     import geopandas as gpd
 
     from icetools.io.vector import write_layer
@@ -281,7 +288,8 @@ def make_grounding_line_scene(
     F.check_size(size, minimum=MIN_SIZE, what="grounding-line")
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"{path}: the interferogram is written as a GeoTIFF: use a .tif name")
-    outputs = output_paths(path)
+    outputs = output_paths(path, lines=lines_path)
+    F.check_distinct(outputs)
     for out in outputs.values():
         check_output(out, overwrite=overwrite)
     zone = build_zone(int(size), seed)

@@ -8,7 +8,7 @@ streets, smooth dark water, mottled bare soil, wetland puddles. Some colours ove
 (shadowed forest vs water, bare soil vs roofs, crops vs grassland), so a model needs context,
 which is what ultra-high-resolution segmentation methods (FCtL, GLNet) are about.
 
-Outputs: ``OUT.tif`` (uint8 bands red, green, blue; UTM; nodata 0) and ``<stem>_classes.tif``
+Outputs: ``OUT.tif`` (uint8 bands red, green, blue; UTM; nodata 0) and ``<name>.classes.tif``
 (uint8 band "class", nodata 255 outside the acquisition footprint, names in tag ``class_names``).
 """
 
@@ -291,8 +291,8 @@ def _colours(scene: LandcoverScene, classes: np.ndarray, x: np.ndarray, y: np.nd
     return rgb
 
 
-def output_paths(path: Path) -> dict[str, Path]:
-    return {"image": path, "classes": path.with_name(path.stem + "_classes.tif")}
+def output_paths(path: Path, *, classes: str | Path | None = None) -> dict[str, Path]:
+    return {"image": path, "classes": F.companion_path(path, "classes", ".tif", classes)}
 
 
 def make_landcover_scene(
@@ -301,17 +301,20 @@ def make_landcover_scene(
     size: int = 2048,
     seed: int = 0,
     n_classes: int = 6,
+    classes_path: str | Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Path]:
-    """Write a synthetic RGB land-cover image and its class raster."""
+    """Write a synthetic RGB land-cover image and its class raster (at ``classes_path``, by default
+    named from the image's whole file name)."""
     path = Path(path)
     F.check_size(size, minimum=MIN_SIZE, what="landcover")
     if not MIN_CLASSES <= int(n_classes) <= MAX_CLASSES:
         raise ConfigError(f"--classes {n_classes}: choose {MIN_CLASSES} to {MAX_CLASSES} ({', '.join(CLASS_NAMES)})")
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"{path}: the land-cover image is written as a GeoTIFF: use a .tif name")
-    outputs = output_paths(path)
+    outputs = output_paths(path, classes=classes_path)
+    F.check_distinct(outputs)
     for out in outputs.values():
         check_output(out, overwrite=overwrite)
     scene = build_scene(int(size), seed, int(n_classes))

@@ -1,15 +1,18 @@
 """Synthetic Sentinel-1 EW sea-ice scenes (AI4Arctic raw netCDF or GeoTIFF) with a known concentration.
 
-The truth is a smooth concentration field C in [0, 1]; the radar sees floes, leads, land and fast
+The truth is a concentration field C in [0, 1]: a smooth large-scale field with meso-scale structure of a
+few km inside it (floe clusters, bands at the edge, polynyas); the radar sees floes, leads, land and fast
 ice with the ambiguity of real EW scenes: level, new and fast ice as dark as calm water in HH,
 wind-roughened water as bright as ice, so HV, texture and context are the cues
 (:mod:`icetools.synth.sea_ice_surface`). The ice chart is drawn the way an analyst draws one:
-regions where the concentration changes, each fairly homogeneous, coded with SIGRID-3 from the
-region's mean true concentration (:mod:`icetools.synth.sea_ice_chart`). The files' attributes say
-what was drawn (``icetools_synth_version``, shares of dark ice and bright water).
+large generalised regions where the concentration changes, coded with SIGRID-3 from the region's
+mean true concentration, blind to the structure inside them (:mod:`icetools.synth.sea_ice_chart`),
+so the chart alone is a baseline a model can beat. The files' attributes say what was drawn
+(``icetools_synth_version``, shares of dark ice and bright water, ``icetools_chart_generalisation_km``).
 
 Outputs: the scene (``.nc``: AI4Arctic raw layout with tie points; ``.tif``: EPSG:3413 affine),
-``<stem>_chart.gpkg`` (layer "chart") and ``<stem>_truth.tif`` (band "SIC", NaN on land).
+``<name>.chart.gpkg`` (layer "chart") and ``<name>.truth.tif`` (band "SIC", NaN on land), named
+from the whole file name (scene.nc -> scene.nc.chart.gpkg) unless given.
 Memory is bounded by a strip of rows: a full 10000-row scene peaks at about 1.2 GB.
 """
 
@@ -33,7 +36,15 @@ from icetools.io.atomic import atomic_path, check_output
 from icetools.io.raster import iter_strips, open_raster_writer
 from icetools.progress import Progress, report
 from icetools.synth import fields as F
-from icetools.synth.sea_ice_chart import PolygonStats, chart_codes, chart_frame, draw_chart, polygon_code_rows
+from icetools.synth.sea_ice_chart import (
+    PolygonStats,
+    chart_codes,
+    chart_frame,
+    draw_chart,
+    generalisation_px,
+    min_polygon_px,
+    polygon_code_rows,
+)
 from icetools.synth.sea_ice_surface import (
     INCIDENCE_FAR,
     INCIDENCE_NEAR,
@@ -46,9 +57,10 @@ from icetools.synth.sea_ice_surface import (
 )
 
 
+# 3: meso-scale structure in the truth and generalised charts (chart alone R2 ~0.7-0.8, was ~0.99);
 # 2: level, new and fast ice as dark as calm water in HH, wind water as bright as ice (issue 9);
 # 1: dark always meant water. Recorded in the files, so a model can say what it was trained on.
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 PIXEL_M = 40.0
 TIE_POINTS_PER_AXIS = 21
 AMSR_BLOCK = 50
@@ -209,19 +221,23 @@ def passive_microwave(fields: SeaIceFields, seed: int) -> dict[str, np.ndarray]:
 # --- the writers -------------------------------------------------------------------------------
 
 
-def output_paths(path: Path) -> dict[str, Path]:
+def output_paths(path: Path, *, chart: str | Path | None = None, truth: str | Path | None = None) -> dict[str, Path]:
     return {
         "scene": path,
-        "chart": path.with_name(path.stem + "_chart.gpkg"),
-        "truth": path.with_name(path.stem + "_truth.tif"),
+        "chart": F.companion_path(path, "chart", ".gpkg", chart),
+        "truth": F.companion_path(path, "truth", ".tif", truth),
     }
 
 
 def drawn_attributes(fields: SeaIceFields) -> dict[str, object]:
     """What the generator drew for a scene, known before rendering: recorded in every file it writes."""
     amb = fields.ambiguity
+    size = min(fields.height, fields.width)
     return {
         "icetools_synth_version": SYNTH_VERSION,
+        # The chart's smoothing scale (Gaussian sigma) and its smallest polygon's side: finer structure is not charted.
+        "icetools_chart_generalisation_km": round(generalisation_px(size) * PIXEL_M / 1000, 2),
+        "icetools_chart_min_polygon_km": round(min_polygon_px(size) * PIXEL_M / 1000, 2),
         "icetools_synth_dark_ice_target": round(amb.dark_ice_target, 4),
         "icetools_synth_wind_level": round(amb.wind_level, 4),
         "icetools_synth_fast_ice_width_m": round(amb.fast_ice_width * PIXEL_M, 1),
@@ -262,7 +278,7 @@ def _open_netcdf(
             "original_id": ids["original_id"],
             "ice_service": lay.ice_service,
             "pixel_spacing": np.int32(int(PIXEL_M)),
-            "comment": "synthetic scene from icetools synth sea-ice; the truth is in the _truth.tif beside it",
+            "comment": "synthetic scene from icetools synth sea-ice; the truth is in the .truth.tif beside it",
         }
         | attributes
     )
@@ -277,15 +293,24 @@ def _write_codes(ds, rows: list[str], icechart_id: str) -> None:
 
 
 def make_sea_ice_scene(
-    path: str | Path, *, size: int = 1024, seed: int = 0, overwrite: bool = False, progress: Progress | None = None
+    path: str | Path,
+    *,
+    size: int = 1024,
+    seed: int = 0,
+    chart_path: str | Path | None = None,
+    truth_path: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Path]:
-    """Write a synthetic sea-ice scene (``.nc`` AI4Arctic raw layout, or ``.tif``), its chart and its truth."""
+    """Write a synthetic sea-ice scene (``.nc`` AI4Arctic raw layout, or ``.tif``), its chart and its truth
+    (at ``chart_path`` and ``truth_path``, by default named from the scene's whole file name)."""
     path = Path(path)
     F.check_size(size, minimum=MIN_SIZE, what="sea-ice")
     suffix = path.suffix.lower()
     if suffix not in (".nc", ".tif", ".tiff"):
         raise ConfigError(f"{path}: a sea-ice scene is written as .nc (AI4Arctic layout) or .tif (GeoTIFF)")
-    outputs = output_paths(path)
+    outputs = output_paths(path, chart=chart_path, truth=truth_path)
+    F.check_distinct(outputs)
     for out in outputs.values():
         check_output(out, overwrite=overwrite)
 

@@ -1,8 +1,11 @@
 """The analyst's chart of a synthetic sea-ice scene: SIGRID-3 polygons drawn where the concentration changes.
 
-Regions follow the smoothed true concentration quantised into the classes an analyst separates,
-each fairly homogeneous; fast ice gets its own polygons (its edge is sharp and known), and each
-polygon is coded from its mean true concentration, gathered strip by strip.
+Regions follow the true concentration generalised as an analyst generalises it: smoothed over
+several km, quantised into the few classes an analyst separates, small regions absorbed, edges
+simplified. The polygons then follow the large-scale concentration (the ice edge, the marginal
+zone, the pack) but not the meso-scale structure inside them (floe clusters, bands, polynyas), which
+the radar shows. Fast ice gets its own polygons (its edge is sharp and known), and each polygon is
+coded from its mean true concentration, gathered strip by strip.
 """
 
 from __future__ import annotations
@@ -25,8 +28,14 @@ from icetools.synth.sea_ice_surface import CHART_STREAM, CODES_STREAM, SeaIceFie
 if TYPE_CHECKING:
     import geopandas as gpd
 
-# Concentration classes an analyst separates; polygons never straddle a class boundary by much.
-CHART_BINS = (0.05, 0.2, 0.4, 0.6, 0.75, 0.87, 0.95)
+# Concentration classes an analyst separates (open water, very open, open, close, very close/compact drift);
+# a polygon's generalised concentration stays in one class.
+CHART_BINS = (0.1, 0.35, 0.65, 0.9)
+# Generalisation, in units of local_scale (90 px = 3.6 km at 1024 px, ~180 px on a 10k scene): the
+# smoothing's Gaussian scale, the side of the smallest polygon, and the tolerance of edge simplification.
+GENERALISATION_SIGMA = 1.0
+MIN_POLYGON_SIDE = 2.0
+SIMPLIFY_TOLERANCE = 0.1
 HEADER_FIELDS = CODE_FIELDS + ("POLY_TYPE",)
 
 
@@ -39,8 +48,10 @@ class ChartRegion:
     is_land: bool
 
 
-def _merge_small_regions(labels: np.ndarray, region_class: np.ndarray, min_cells: int, *, land_class: int) -> np.ndarray:
-    """Absorb regions smaller than ``min_cells`` into a neighbour, as an analyst would.
+def _merge_small_regions(
+    labels: np.ndarray, region_class: np.ndarray, min_cells: np.ndarray, *, land_class: int
+) -> np.ndarray:
+    """Absorb regions smaller than ``min_cells`` (per class) into a neighbour, as an analyst would.
 
     A sea region joins the neighbouring sea region of the nearest concentration class (the
     longest shared boundary breaks ties), so merged polygons stay homogeneous; land specks join
@@ -50,13 +61,14 @@ def _merge_small_regions(labels: np.ndarray, region_class: np.ndarray, min_cells
     cross = ndimage.generate_binary_structure(2, 1)
     areas = np.bincount(labels.ravel())
     boxes = {i + 1: s for i, s in enumerate(ndimage.find_objects(labels)) if s is not None}
+    largest_minimum = int(min_cells.max())
     height, width = labels.shape
     while True:
         changed = False
         for region in np.argsort(areas, kind="stable"):
-            if areas[region] >= min_cells:
+            if areas[region] >= largest_minimum:
                 break
-            if region == 0 or areas[region] == 0:
+            if region == 0 or areas[region] == 0 or areas[region] >= min_cells[region_class[region]]:
                 continue
             rows, cols = boxes[region]
             r0, r1 = max(rows.start - 1, 0), min(rows.stop + 1, height)
@@ -86,8 +98,18 @@ def _merge_small_regions(labels: np.ndarray, region_class: np.ndarray, min_cells
             return labels
 
 
+def generalisation_px(size: int) -> float:
+    """The chart's smoothing scale (Gaussian sigma, pixels): structure finer than this is not charted."""
+    return GENERALISATION_SIGMA * local_scale(size)
+
+
+def min_polygon_px(size: int) -> float:
+    """The side (pixels) of the smallest chart polygon: smaller regions join a neighbour."""
+    return max(8.0, MIN_POLYGON_SIDE * local_scale(size))
+
+
 def draw_chart(fields: SeaIceFields, seed: int) -> list[ChartRegion]:
-    """Analyst-like regions: smoothed C quantised into classes, connected regions, small ones absorbed.
+    """Analyst-like regions: C smoothed over several km, quantised into classes, small regions absorbed.
 
     Fast ice is a class of its own, drawn at its edge: the drift ice beside it is judged without it.
     """
@@ -99,7 +121,7 @@ def draw_chart(fields: SeaIceFields, seed: int) -> list[ChartRegion]:
     rows_c, cols_c = np.minimum(rows, h - 1), np.minimum(cols, w - 1)
     conc, land, fast_weight = fields.sea_at(rows_c, cols_c)
     fast = (fast_weight >= 0.5) & ~land
-    sigma = max(0.1 * local_scale(min(h, w)) / fc, 1.0)
+    sigma = max(generalisation_px(min(h, w)) / fc, 1.0)
     drift = (~fast).astype(np.float32)
     smooth = ndimage.gaussian_filter(conc * drift, sigma, mode="nearest") / np.maximum(
         ndimage.gaussian_filter(drift, sigma, mode="nearest"), np.float32(1e-6)
@@ -116,14 +138,17 @@ def draw_chart(fields: SeaIceFields, seed: int) -> list[ChartRegion]:
         labels[lab > 0] = lab[lab > 0] + len(region_class) - 1
         region_class += [int(cls)] * n
     region_class = np.array(region_class, dtype=np.int32)
-    min_px = max(64.0, 0.2 * local_scale(min(h, w)) ** 2)
-    labels = _merge_small_regions(labels, region_class, max(2, int(round(min_px / fc**2))), land_class=land_class)
+    # Land and fast ice keep their own, finer edges (islands, a narrow fast-ice band): they are known, not judged.
+    min_cells = np.full(len(CHART_BINS) + 3, max(2, int(round(min_polygon_px(min(h, w)) ** 2 / fc**2))))
+    min_cells[land_class:] = max(2, int(round(max(64.0, 0.2 * local_scale(min(h, w)) ** 2) / fc**2)))
+    labels = _merge_small_regions(labels, region_class, min_cells, land_class=land_class)
 
     polys, region_ids = [], []
     for geom, value in rasterio.features.shapes(labels, connectivity=4, transform=Affine.scale(fc)):
         polys.append(shapely.geometry.shape(geom))
         region_ids.append(int(value))
-    simplified = shapely.coverage_simplify(np.array(polys, dtype=object), tolerance=2.0 * fc, simplify_boundary=False)
+    tolerance = max(2.0 * fc, SIMPLIFY_TOLERANCE * local_scale(min(h, w)))
+    simplified = shapely.coverage_simplify(np.array(polys, dtype=object), tolerance=tolerance, simplify_boundary=False)
     scene_box = shapely.box(0, 0, w, h)
     rng = F.rng_for(seed, CHART_STREAM)
     pool = rng.choice(np.arange(1, 8 * len(polys) + 16), size=len(polys), replace=False)

@@ -1,6 +1,9 @@
 """What lies on the sea of a synthetic sea-ice scene, and how Sentinel-1 EW sees it (HH/HV in dB).
 
-The truth is a smooth concentration field C in [0, 1], raised to 1 on fast ice along the coast. The
+The truth is a concentration field C in [0, 1], raised to 1 on fast ice along the coast: a smooth
+large-scale field (the ice edge, the marginal zone, the pack) with meso-scale structure of a few km
+inside it (floe clusters and openings, bands of ice at the edge, polynyas in the pack) that keeps
+the large-scale mean, so the analyst's generalised chart misses it and the radar shows it. The
 radar sees a binary ice/water field at pixel level whose local ice fraction follows C (a floe texture
 thresholded at the local quantile 1 - C), with thin leads in the pack. As in real EW scenes,
 brightness alone is not concentration:
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
     from icetools.synth.sea_ice import SceneLayout
 
 # Independent random streams of one seed (every sea-ice module draws from its own).
-LAYOUT_STREAM, FIELDS_STREAM, SPECKLE_STREAM, CHART_STREAM, CODES_STREAM, PASSIVE_STREAM, SURFACE_STREAM = range(7)
+(LAYOUT_STREAM, FIELDS_STREAM, SPECKLE_STREAM, CHART_STREAM, CODES_STREAM, PASSIVE_STREAM, SURFACE_STREAM,
+ MESO_STREAM) = range(8)
 
 INCIDENCE_NEAR, INCIDENCE_FAR = 19.0, 47.0
 INCIDENCE_MID = 33.0
@@ -83,6 +87,12 @@ RIDGE_PX, RIDGE_HALF_WIDTH = 6.0, 0.2  # ridges are the zero lines of a field of
 RIDGES_ON_LEVEL_ICE = 0.15  # a little rafting on level ice, far fewer ridges than on deformed ice
 DARK_DETAIL = 0.2  # floe-scale wiggle of the level-ice boundaries
 
+# Meso-scale structure of the drift ice (pixels are 40 m): what an analyst's chart generalises away.
+MESO_CLUSTER_PX = (30.0, 12.0)  # Gaussian scales of floe clusters and openings (features of 1-5 km)
+MESO_BAND_SPACING_PX = (60.0, 110.0)  # ice bands along the edge, 2.5-4.5 km apart, drawn per seed
+MESO_BAND_WEIGHT = 1.3  # of the bands next to the clusters, in open drift ice (fading out in the pack)
+MESO_CONTRAST = 1.8  # how far the structure pushes C from its large-scale value (0: none; large: ice or water)
+
 
 def local_scale(size: int) -> float:
     """Pixel scale of the concentration's finer structure: 90 px at 1024, ~180 px at 10000.
@@ -114,7 +124,8 @@ class SeaIceFields:
     layout: SceneLayout
     low: F.Upsampler
     mid: F.Upsampler
-    concentration: np.ndarray  # low, 0..1 (before fast ice)
+    concentration: np.ndarray  # low, 0..1: the large-scale drift ice (before fast ice and meso structure)
+    drift: np.ndarray  # mid, 0..1: the drift ice with its meso-scale structure (the truth, before fast ice)
     wind: np.ndarray  # low, 0..1 (share of the strongest roughening)
     ice_type: np.ndarray  # low, ~N(0, 1): rough/old ice high, thin/young ice low
     land_score: np.ndarray  # low, pixels (a signed-distance-like score)
@@ -141,11 +152,21 @@ class SeaIceFields:
         return self.land_score_at(rows, cols) > self.land_threshold
 
     def sea_at(self, rows: np.ndarray, cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Concentration (fast ice included), land mask and fast-ice weight at the same samples."""
+        """Concentration (fast ice and meso structure included), land mask and fast-ice weight at the same samples."""
+        return self.sea_parts_at(rows, cols)[:3]
+
+    def sea_parts_at(
+        self, rows: np.ndarray, cols: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`sea_at` and the large-scale drift concentration (without meso structure or fast ice).
+
+        Fast ice follows the large-scale drift ice beside it, so openings in the pack do not fray its edge.
+        """
         score = self.land_score_at(rows, cols)
-        drift = np.clip(self.low.sample(self.concentration, rows, cols), 0.0, 1.0)
-        fast = fast_ice_weight(score - self.land_threshold, drift, self.ambiguity.fast_ice_width)
-        return np.maximum(drift, fast), score > self.land_threshold, fast
+        broad = np.clip(self.low.sample(self.concentration, rows, cols), 0.0, 1.0)
+        fast = fast_ice_weight(score - self.land_threshold, broad, self.ambiguity.fast_ice_width)
+        drift = np.clip(self.mid.sample(self.drift, rows, cols), 0.0, 1.0)
+        return np.maximum(drift, fast), score > self.land_threshold, fast, broad
 
     def concentration_at(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         return self.sea_at(rows, cols)[0]
@@ -199,6 +220,8 @@ def build_fields(layout: SceneLayout, seed: int) -> SeaIceFields:
     )
     pack_level = np.clip(0.93 + 0.07 * pack_texture, 0.72, 1.0)
     concentration = (ramp01 * pack_level).astype(np.float32)
+    edge_angle = math.atan2(-math.cos(phi), -math.sin(phi))  # along the ice edge, y up (rows run down)
+    drift = meso_structure(F.rng_for(seed, MESO_STREAM), low, mid, concentration, edge_angle=edge_angle)
 
     # Wind: a smooth field over part of the scene, with ~5 km cells; it roughens open water only.
     wind_level = float(surface_rng.uniform(*WIND_LEVEL))
@@ -237,10 +260,38 @@ def build_fields(layout: SceneLayout, seed: int) -> SeaIceFields:
         wind_level=wind_level,
     )
     return SeaIceFields(
-        layout=layout, low=low, mid=mid, concentration=concentration, wind=wind, ice_type=ice_type,
+        layout=layout, low=low, mid=mid, concentration=concentration, drift=drift, wind=wind, ice_type=ice_type,
         land_score=land_score, land_detail=land_detail, land_threshold=land_threshold, floe_small=floe_small,
         floe_cracks=floe_cracks, floe_tone=floe_tone, leads=leads, ambiguity=ambiguity,
     )
+
+
+def meso_structure(
+    rng: np.random.Generator, low: F.Upsampler, mid: F.Upsampler, concentration: np.ndarray, *, edge_angle: float
+) -> np.ndarray:
+    """The drift ice's concentration on the mid grid: the large-scale field with floe clusters, bands, openings.
+
+    A standard-normal structure S pushes C through C' = Phi(Phi^-1(C) sqrt(1 + k^2 var S) + k S): the
+    average of C' over the structure is C again (E Phi(a + b N) = Phi(a / sqrt(1 + b^2))), so the
+    chart coded from a region's mean still says its large-scale concentration, while C' swings
+    most in the marginal zone, rarely opens the pack (polynyas) and leaves open water and 10/10 as
+    they are. Bands of ice run along the edge in open drift ice and fade out towards the pack.
+    """
+    fm = mid.factor
+    clusters = F.multiscale_noise(
+        mid.coarse_shape, sigmas=tuple(max(px / fm, 0.7) for px in MESO_CLUSTER_PX), weights=(1.0, 0.5), rng=rng
+    )
+    spacing = rng.uniform(*MESO_BAND_SPACING_PX) / fm
+    bands = F.streak_noise(mid.coarse_shape, angle=edge_angle, spacing=spacing, length=4 * spacing, rng=rng)
+    rows = np.minimum((np.arange(mid.coarse_shape[0]) + 0.5) * fm - 0.5, mid.full_shape[0] - 1)
+    cols = np.minimum((np.arange(mid.coarse_shape[1]) + 0.5) * fm - 0.5, mid.full_shape[1] - 1)
+    broad = np.clip(low.sample(concentration, rows, cols), 0.0, 1.0)
+    band_weight = np.float32(MESO_BAND_WEIGHT) * np.clip(1.0 - broad / 0.8, 0.0, 1.0)
+    k = np.float32(MESO_CONTRAST)
+    spread = np.sqrt(1.0 + k * k * (1.0 + band_weight * band_weight))
+    inside = (broad > 0.0) & (broad < 1.0)
+    z = ndtri(np.clip(broad, 1e-6, 1.0 - 1e-6)) * spread + k * (clusters + band_weight * bands)
+    return np.where(inside, ndtr(z), broad).astype(np.float32)
 
 
 def _draw_ambiguity(
@@ -354,7 +405,7 @@ class Surface:
 def surface_rows(fields: SeaIceFields, a0: int, a1: int) -> Surface:
     """The surface of rows a0..a1-1 (masks and the smooth fields behind the backscatter)."""
     low, mid, amb = fields.low, fields.mid, fields.ambiguity
-    conc, land, fast_weight = fields.sea_at(np.arange(a0, a1))
+    conc, land, fast_weight, broad = fields.sea_parts_at(np.arange(a0, a1))
     fast = fast_weight >= 0.5
 
     # Both textures are standard normal per pixel and independent, so their mix with weights
@@ -371,7 +422,8 @@ def surface_rows(fields: SeaIceFields, a0: int, a1: int) -> Surface:
     del small
     ridge = np.clip(1.0 - np.abs(mid.rows(amb.ridges, a0, a1)) / np.float32(RIDGE_HALF_WIDTH), 0.0, 1.0)
     ridge *= np.clip(0.5 + 0.5 * kind, 0.0, 1.0) * np.where(dark, np.float32(RIDGES_ON_LEVEL_ICE), np.float32(1.0))
-    roughening = low.rows(fields.wind, a0, a1) * np.clip(1.0 - conc / 0.6, 0.0, 1.0)
+    # The ice around damps the waves (short fetch): openings inside the pack stay calmer than the open sea.
+    roughening = low.rows(fields.wind, a0, a1) * np.clip(1.0 - np.maximum(conc, broad) / 0.6, 0.0, 1.0)
     return Surface(
         concentration=conc, land=land, fast=fast, ice=ice, dark=dark, kind=kind, tone=mid.rows(fields.floe_tone, a0, a1),
         ridge=ridge, roughening=roughening, streaks=mid.rows(amb.streaks, a0, a1),

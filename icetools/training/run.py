@@ -23,6 +23,7 @@ from icetools.device import resolve_device, seed_everything
 from icetools.errors import ConfigError
 from icetools.jsonsafe import json_safe
 from icetools.modeldir import load_model_dir, read_config, save_model_dir
+from icetools.patches_io import read_blocks
 from icetools.progress import Progress, report
 from icetools.refine import (
     CRUDE_DIR,
@@ -121,8 +122,9 @@ def train_model(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune kernels once
     seed_everything(options.seed)
+    blocks = read_blocks(patches_path) if patches_path else None
     parts = build_parts(frame, setup, options, normalization=start.normalization, device=device,
-                        input_scenes=input_scenes)
+                        input_scenes=input_scenes, blocks=_refiner_frame(blocks, setup) if blocks is not None else None)
     provenance: dict[str, Any] = {"patches": patches_path, "scenes": scene_paths(frame)}
     if input_scenes:
         provenance["crude_inputs"] = dict(input_scenes)

@@ -26,6 +26,7 @@ from icetools.refine import RefineSource, identity_normalization
 from icetools.patches_io import read_patches
 from icetools.tasks import REFINER_MODEL, TASKS, task_spec, training_defaults
 from icetools.training.options import TrainOptions, parse_weights
+from icetools.train_windows import make_train_loader
 from icetools.training.samples import fixed_samples_loader
 
 if TYPE_CHECKING:
@@ -266,8 +267,12 @@ def build_parts(
     normalization: Mapping[str, list[float]],
     device: torch.device,
     input_scenes: Mapping[str, str] | None = None,
+    blocks: pd.DataFrame | None = None,
 ) -> Parts:
-    """Build model, loss, optimiser and loaders (in that order: the seed set before fixes the weights)."""
+    """Build model, loss, optimiser and loaders (in that order: the seed set before fixes the weights).
+
+    With the patches file's ``blocks`` layer, training draws fresh windows in the train blocks; without
+    it, it cycles the fixed train windows."""
     model = build_model(setup.model, **setup.model_args).to(device)
     loss_fn = build_loss(setup.loss, **setup.loss_args)
     deep = setup.ds_weights is not None and model.n_heads > 1
@@ -286,8 +291,16 @@ def build_parts(
                   input_scenes=input_scenes, window_axis=model.takes_windows)
     loader = dict(batch_size=options.batch_size, pool=setup.pool, workers=options.workers, seed=options.seed,
                   pin_memory=device.type == "cuda")
-    train_loader = make_loader(PatchDataset(frame, "train", augment=options.augment, **common), shuffle=True, **loader)
-    train_loader = fixed_samples_loader(train_loader, setup.samples_per_epoch)  # epochs of a fixed sample count
+    if blocks is not None:
+        # Fresh windows anywhere inside the train blocks every epoch: the data is not capped at the
+        # fixed windows that sample-patches kept for validation and test.
+        train_loader = make_train_loader(
+            frame, blocks, samples_per_epoch=setup.samples_per_epoch, augment=options.augment, **loader,
+            **{k: v for k, v in common.items() if k != "seed"},
+        )
+    else:  # a patches file written before the blocks layer, or a frame made in memory
+        train_loader = make_loader(PatchDataset(frame, "train", augment=options.augment, **common), shuffle=True, **loader)
+        train_loader = fixed_samples_loader(train_loader, setup.samples_per_epoch)  # epochs of a fixed sample count
     val_loader = make_loader(PatchDataset(frame, "val", augment=False, **common), shuffle=False, **loader)
     if len(train_loader) == 0 or len(val_loader) == 0:
         raise DataError("the patches need at least one train and one val patch")

@@ -24,6 +24,7 @@ from torch import nn
 
 from icetools import __version__
 from icetools.errors import InputFileError, OutputExistsError
+from icetools.inputs import recorded_input_units
 from icetools.io.atomic import atomic_path
 from icetools.jsonsafe import json_safe
 from icetools.modeldir import CONFIG_FILE, WEIGHTS_FILE
@@ -161,6 +162,7 @@ class RunRecord:
             "task": setup.task,
             "inputs": setup.inputs,
             "input_transforms": setup.input_transforms,
+            "input_units": recorded_input_units(self.provenance.get("scenes") or [], setup.inputs),
             "normalization": self.normalization,
             "patch_size": setup.patch_size,
             "n_classes": setup.n_classes,

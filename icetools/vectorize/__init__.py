@@ -24,7 +24,7 @@ from icetools.vectorize.cleanup import (
     prune_spurs,
     smooth_lines,
 )
-from icetools.vectorize.common import STRIP_ROWS, describe_georeference
+from icetools.vectorize.common import STRIP_ROWS, describe_georeference, layer_style
 from icetools.vectorize.lines import DEFAULT_LINE_CLEANUP, LINE_HALO, lines_from_array, vectorize_lines
 from icetools.vectorize.polygons import add_shared_vertices, parse_bins, vectorize_polygons
 
@@ -39,6 +39,7 @@ __all__ = [
     "clean_lines",
     "describe_georeference",
     "drop_short_pieces",
+    "layer_style",
     "lines_from_array",
     "majority_mask",
     "parse_bins",

@@ -14,12 +14,17 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from icetools.errors import ConfigError, MissingVariableError
+from icetools.errors import ConfigError, CRSError, MissingVariableError
 from icetools.grid import WGS84, Grid
+from icetools.io.crs import crs_from_user_input
+from icetools.io.raster import grid_of
+from icetools.io.scene import chart_crs_from_attrs
+from icetools.io.style import Legend, categorized_qml, line_qml
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import rasterio
+    from pyproj import CRS
 
 STRIP_ROWS = 1024
 """Rows read and vectorized at a time: bounds the memory on a 10k x 10k raster."""
@@ -61,24 +66,34 @@ class Georef:
     """Pixel space -> measure space (map units, or local metres for GCP grids) -> output CRS.
 
     GCP scenes are measured (area, length, simplification tolerance) in the tie points' local
-    azimuthal equidistant projection, in metres, and written in EPSG:4326.
+    azimuthal equidistant projection, in metres, and written in ``dst_crs``, else the CRS of the chart
+    the scene came with (``chart_crs``, from the raster's tags), else EPSG:4326. Rasters with a CRS are
+    written in it, or reprojected to ``dst_crs``.
     """
 
-    def __init__(self, grid: Grid):
+    def __init__(self, grid: Grid, *, dst_crs: CRS | None = None, chart_crs: CRS | None = None):
         self.grid = grid
+        self.source_crs: CRS | None = None
+        self.crs_from = "dst_crs" if dst_crs is not None else "raster"
         if grid.has_gcps:
             self.kind = "gcps"
-            self.output_crs = WGS84
+            self.source_crs = grid.tie_points.local_crs
+            if dst_crs is None:
+                self.crs_from = "chart" if chart_crs is not None else "tie points"
+            self.output_crs = dst_crs or chart_crs or WGS84
             self.pixel_area = grid.pixel_size() ** 2
         elif grid.transform is not None:
             self.kind = "crs" if grid.crs is not None else "transform"
-            self.output_crs = grid.crs
+            self.source_crs = grid.crs
+            self.output_crs = dst_crs or grid.crs
             t = grid.transform
             self.pixel_area = abs(t.a * t.e - t.b * t.d)
         else:
             self.kind = "none"
             self.output_crs = None
             self.pixel_area = 1.0
+        if dst_crs is not None and self.source_crs is None:
+            raise CRSError("the raster has neither a CRS nor tie points: `dst_crs` has nothing to reproject from")
 
     @property
     def metres_per_pixel(self) -> float | None:
@@ -106,28 +121,59 @@ class Georef:
         return geoms
 
     def to_output(self, geoms: np.ndarray) -> np.ndarray:
-        if self.kind != "gcps":
+        """Measure space -> the output CRS, vertex by vertex (as the tie points move them)."""
+        from pyproj import CRS, Transformer
+
+        if self.source_crs is None or CRS.from_user_input(self.source_crs).equals(CRS.from_user_input(self.output_crs)):
             return geoms
-        from pyproj import Transformer
-
-        to_lonlat = Transformer.from_crs(self.grid.tie_points.local_crs, WGS84, always_xy=True)
-        return shapely.transform(geoms, lambda xy: np.stack(to_lonlat.transform(xy[:, 0], xy[:, 1]), axis=-1))
+        move = Transformer.from_crs(self.source_crs, self.output_crs, always_xy=True)
+        return shapely.transform(geoms, lambda xy: np.stack(move.transform(xy[:, 0], xy[:, 1]), axis=-1))
 
 
-def make_frame(columns: dict, geoms: np.ndarray, georef: Georef, *, layer_kind: str) -> "gpd.GeoDataFrame":
+def georef_of(dataset: "rasterio.io.DatasetReader", dst_crs: object = None) -> Georef:
+    """The Georef of an open raster: ``dst_crs`` (see :func:`icetools.io.crs.crs_from_user_input`) or,
+    for GCP rasters, the chart CRS its tags name (predict writes ``chart_crs``; synth ``ice_service``)."""
+    wanted = crs_from_user_input(dst_crs) if dst_crs is not None else None
+    grid = grid_of(dataset)
+    chart = chart_crs_from_attrs(dataset.tags()) if grid.has_gcps and wanted is None else None
+    return Georef(grid, dst_crs=wanted, chart_crs=chart)
+
+
+def make_frame(
+    columns: dict, geoms: np.ndarray, georef: Georef, *, layer_kind: str, legend: Legend | None = None
+) -> "gpd.GeoDataFrame":
+    """The layer, with what its writer needs in ``attrs``: the georeference and (polygons) the legend
+    of its classes, from which :func:`layer_style` draws the QGIS style."""
     import geopandas as gpd
 
     frame = gpd.GeoDataFrame(columns, geometry=list(geoms), crs=georef.output_crs)
     frame.attrs["georeference"] = georef.kind
+    frame.attrs["crs_from"] = georef.crs_from
     frame.attrs["kind"] = layer_kind
+    if legend is not None:
+        frame.attrs["legend"] = legend
+    style = layer_style(frame)
+    if style is not None:
+        frame.attrs["qml"] = style  # what icetools.io.vector.write_layer stores as the layer's QGIS style
     return frame
+
+
+def layer_style(frame: "gpd.GeoDataFrame") -> str | None:
+    """The QGIS style (QML) of a vectorized layer: polygons coloured by class, lines in one colour."""
+    if frame.attrs.get("kind") == "lines":
+        return line_qml()
+    legend = frame.attrs.get("legend")
+    return categorized_qml(legend, field="class") if legend is not None else None
 
 
 def describe_georeference(frame: "gpd.GeoDataFrame") -> str:
     """One phrase for the CLI's summary: where the coordinates come from."""
     kind = frame.attrs.get("georeference", "crs")
-    if kind == "gcps":
-        return "EPSG:4326 (moved through the raster's tie points)"
     if kind == "none":
         return "pixel coordinates, no CRS"
-    return frame.crs.to_string() if frame.crs is not None else "map coordinates, no CRS"
+    crs = frame.crs.to_string() if frame.crs is not None else "map coordinates, no CRS"
+    if kind == "gcps":
+        how = {"chart": "the CRS of the scene's chart", "dst_crs": "as asked",
+               "tie points": "no chart CRS known"}.get(frame.attrs.get("crs_from", ""), "")
+        return f"{crs} (through the raster's tie points{'; ' + how if how else ''})"
+    return crs

@@ -21,10 +21,10 @@ import numpy as np
 import shapely
 
 from icetools.errors import ConfigError, EmptyInputError
-from icetools.io.raster import grid_of, open_raster
+from icetools.io.raster import open_raster
 from icetools.progress import Progress, report
 from icetools.vectorize.cleanup import RAW_LINES, LineCleanup, clean_lines, majority_mask, merge_lines
-from icetools.vectorize.common import STRIP_ROWS, Georef, band_index, check_strip_rows, make_frame, read_rows
+from icetools.vectorize.common import STRIP_ROWS, band_index, check_strip_rows, georef_of, make_frame, read_rows
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -220,6 +220,7 @@ def vectorize_lines(
     simplify: float = 0.0,
     cleanup: LineCleanup | None = DEFAULT_LINE_CLEANUP,
     strip_rows: int = STRIP_ROWS,
+    dst_crs: object = None,
     progress: Progress | None = None,
 ) -> "gpd.GeoDataFrame":
     """Centre lines of a mask (pixels >= threshold): skeletonized, traced, split at junctions, cleaned.
@@ -235,7 +236,7 @@ def vectorize_lines(
     check_strip_rows(strip_rows)
     with open_raster(path) as dataset:
         index = band_index(dataset, band, path)
-        georef = Georef(grid_of(dataset))
+        georef = georef_of(dataset, dst_crs)
         pixels = (cleanup or RAW_LINES).in_pixels(georef.metres_per_pixel)
         traced = _trace_raster(
             dataset, index, threshold=threshold, median_size=pixels.median_size, strip_rows=strip_rows,

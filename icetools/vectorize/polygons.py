@@ -28,12 +28,14 @@ import shapely
 from affine import Affine
 
 from icetools.errors import ConfigError, DataError, EmptyInputError
-from icetools.io.raster import grid_of, open_raster
+from icetools.io.raster import open_raster
+from icetools.io.style import ICE, RGBA, WATER, Category, Legend, class_color, read_rat
 from icetools.progress import Progress, report
-from icetools.vectorize.common import STRIP_ROWS, Georef, band_index, check_strip_rows, make_frame, read_rows
+from icetools.vectorize.common import STRIP_ROWS, band_index, check_strip_rows, georef_of, make_frame, read_rows
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import rasterio
 
 SIEVE_HALO_MIN = 64
 SIEVE_HALO_MAX = 512
@@ -372,6 +374,56 @@ def add_shared_vertices(geoms: np.ndarray) -> np.ndarray:
     return result
 
 
+def _interval_label(low: float, high: float) -> str:
+    if math.isnan(low):
+        return f"value < {high:g}"
+    if math.isnan(high):
+        return f"value >= {low:g}"
+    return f"{low:g} <= value < {high:g}"
+
+
+def _raster_labels(dataset: "rasterio.io.DatasetReader", index: int, path: Path) -> dict[int, tuple[str, RGBA | None]]:
+    """Class labels (and colours) the raster states: its RAT (``.aux.xml``), else the ``class_names`` tag
+    predict writes (or a ``classes`` tag such as ``0 water, 1 ice``), with its colour table's colours."""
+    rat = read_rat(path, index)
+    if rat is not None:
+        return {c.value: (c.label, c.color) for c in rat.categories}
+    try:
+        colors = dataset.colormap(index)
+    except ValueError:  # no colour table
+        colors = {}
+    tags = dataset.tags()
+    names: dict[int, str] = {}
+    if tags.get("class_names"):
+        names = dict(enumerate(tags["class_names"].split(",")))
+    elif tags.get("classes"):
+        pairs = (part.strip().split(" ", 1) for part in tags["classes"].split(","))
+        names = {int(p[0]): p[1] for p in pairs if len(p) == 2 and p[0].lstrip("-").isdigit()}
+    return {value: (name, colors.get(value)) for value, name in names.items()}
+
+
+def class_labels(
+    classifier: _Classifier, classes: np.ndarray, stated: dict[int, tuple[str, RGBA | None]]
+) -> tuple[np.ndarray, Legend]:
+    """The ``label`` of each polygon and the legend of the classes present: intervals for a threshold or
+    bins (coloured water blue to ice white), else the raster's own labels (or the class number)."""
+    present = np.unique(classes)
+    categories = []
+    for rank, value in enumerate(present.tolist()):
+        if classifier.edges is not None:
+            low, high = classifier.intervals(np.array([value]))
+            label = _interval_label(float(low[0]), float(high[0]))
+            share = value / max(len(classifier.edges), 1)
+            color = tuple(round(w + (i - w) * share) for w, i in zip(WATER, ICE))
+        else:
+            label, color = stated.get(value, (str(value), None))
+            color = color or class_color(rank)
+        categories.append(Category(int(value), label, color))  # type: ignore[arg-type]
+    legend = Legend(tuple(categories))
+    lookup = {c.value: c.label for c in categories}
+    return np.array([lookup[int(v)] for v in classes], dtype=object), legend
+
+
 def vectorize_polygons(
     path: str | Path,
     *,
@@ -383,13 +435,16 @@ def vectorize_polygons(
     simplify: float = 0.0,
     connectivity: int = 4,
     strip_rows: int = STRIP_ROWS,
+    dst_crs: object = None,
     progress: Progress | None = None,
 ) -> "gpd.GeoDataFrame":
-    """Class polygons of a raster with class, interval, mean value, area and pixel count.
+    """Class polygons of a raster with class, label, interval, mean value, area and pixel count.
 
     ``min_area`` is in map units squared (square metres for GCP scenes); ``simplify`` in map
     units (metres for GCP scenes), applied by coverage simplification so neighbours keep
-    their shared edges. 8-connectivity yields invalid polygons (GDAL's design).
+    their shared edges. 8-connectivity yields invalid polygons (GDAL's design). ``dst_crs``: the
+    output CRS (see :class:`Georef` for the default). The frame's ``attrs["legend"]`` holds the
+    classes' labels and colours for :func:`layer_style`.
     """
     from rasterio.features import sieve
 
@@ -401,7 +456,8 @@ def vectorize_polygons(
     with open_raster(path) as dataset:
         index = band_index(dataset, band, path)
         classifier = _classifier(dataset.dtypes[index - 1], threshold=threshold, bins=bins, path=path)
-        georef = Georef(grid_of(dataset))
+        georef = georef_of(dataset, dst_crs)
+        stated = _raster_labels(dataset, index, path) if classifier.edges is None else {}
         sieve_px = _sieve_size(min_area, min_area_px, georef.pixel_area)
         halo = min(max(sieve_px, SIEVE_HALO_MIN), SIEVE_HALO_MAX) if sieve_px > 1 else 0
         height = dataset.height
@@ -424,10 +480,11 @@ def vectorize_polygons(
         geoms = shapely.coverage_simplify(geoms, simplify, simplify_boundary=True)
     else:
         geoms = georef.to_measure(geoms)
-    columns: dict[str, np.ndarray] = {"class": classes.astype(np.int32)}
+    labels, legend = class_labels(classifier, classes, stated)
+    columns: dict[str, np.ndarray] = {"class": classes.astype(np.int32), "label": labels}
     if classifier.edges is not None:
         columns["value_min"], columns["value_max"] = classifier.intervals(classes)
     columns["mean"] = sums / counts
     columns["area"] = shapely.area(geoms)
     columns["n_pixels"] = counts
-    return make_frame(columns, georef.to_output(geoms), georef, layer_kind="polygons")
+    return make_frame(columns, georef.to_output(geoms), georef, layer_kind="polygons", legend=legend)

@@ -32,7 +32,7 @@ def test_cli_predicts_one_scene_with_a_quicklook(tmp_path: Path, model_dir: Path
     )
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "o.tif") as ds:
-        assert ds.shape == (40, 70) and ds.dtypes[0] == "uint8" and ds.tags()["model"] == str(model_dir)
+        assert ds.shape == (40, 70) and ds.dtypes[0] == "uint8" and ds.tags()["model"].startswith(f"{model_dir.name}@sha256:")
         assert ds.read(1).max() <= 100
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +49,7 @@ def test_cli_refuses_an_existing_output(tmp_path: Path, model_dir: Path) -> None
 def test_cli_several_scenes_go_to_a_folder_and_reruns_skip(tmp_path: Path, model_dir: Path) -> None:
     for name in ("a", "b"):
         write_test_scene(tmp_path / f"{name}.tif", scene_array(40, 40))
-    args = ["predict", str(tmp_path / "*.tif"), "-m", str(model_dir), "-o", str(tmp_path / "out"), "--tile", "32"]
+    args = ["predict", str(tmp_path / "*.tif"), "-m", str(model_dir), "-o", f"{tmp_path / 'out'}/", "--tile", "32"]
     assert CliRunner().invoke(app, args).exit_code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif", "b.tif"]
     stamp = (tmp_path / "out" / "a.tif").stat().st_mtime_ns
@@ -75,9 +75,10 @@ def test_cli_refuses_a_bad_model_dir(tmp_path: Path, model_dir: Path) -> None:
     assert result.exit_code == 1 and "not valid JSON" in result.output
 
 
-def test_cli_error_for_a_bad_tile_is_one_line(tmp_path: Path, model_dir: Path) -> None:
+def test_cli_error_for_a_bad_tile_is_a_one_line_usage_error(tmp_path: Path, model_dir: Path) -> None:
     write_test_scene(tmp_path / "s.tif", scene_array(40, 40))
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "s.tif"), "-m", str(model_dir), "-o",
                                       str(tmp_path / "o.tif"), "--tile", "40"])
-    assert result.exit_code == 1
-    assert result.output.strip() == "error: tile 40 must be a positive multiple of 16 (e.g. 256 or 512)"
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert errors == ["Error: Invalid value for '--tile': 40 is not a positive multiple of 16 (e.g. 128, 256)"]

@@ -72,8 +72,10 @@ def test_undeclared_255_in_uint8_percent_is_nodata_with_a_warning(tmp_path: Path
     assert any("1 pixels of 'SIC' hold 255" in text and "taken as nodata" in text for text in messages)
     assert any("taken as percent" in text for text in messages)
     assert result["warnings"] == messages
-    cli = run_cli("-q", "evaluate", pred, "--truth", truth)
+    cli = run_cli("evaluate", pred, "--truth", truth)
     assert cli.exit_code == 0 and cli.stderr.count("warning:") == 2
+    quiet = run_cli("-q", "evaluate", pred, "--truth", truth)  # -q silences warnings too (issue 11)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
     declared = write(tmp_path / "declared.tif", {"SIC": PERCENT}, nodata=255, tags={"units": "percent"})
     assert evaluate(pred, declared)["warnings"] == []
 
