@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-MODULES = ("bench_layout", "bench_foundation", "bench_sampling", "bench_train", "bench_predict", "bench_vectorize", "bench_fctl")
+MODULES = ("bench_layout", "bench_foundation", "bench_sampling", "bench_train", "bench_predict", "bench_vectorize", "bench_fctl", "bench_skill")
 
 
 def main(argv: list[str]) -> int:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from icetools.errors import ConfigError, CRSError, DataError, InputFileError, MissingVariableError
 from icetools.io.atomic import atomic_path
+from icetools.io.paths import refuse_overwriting_inputs
 from icetools.io.scene import Scene, open_scene
 from icetools.jsonsafe import dumps, json_safe
 from icetools.progress import Progress
@@ -245,8 +246,15 @@ def metric_notes(result: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def write_json(result: Mapping[str, Any], path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the metrics JSON whole or not at all (NaN as null)."""
+def write_json(
+    result: Mapping[str, Any], path: str | Path, *, overwrite: bool = False, inputs: Iterable[str | Path] = ()
+) -> Path:
+    """Write the metrics JSON whole or not at all (NaN as null); never over a file it scored.
+
+    The files named in ``result["files"]`` and ``inputs`` are refused as ``path``, even with ``overwrite``.
+    """
+    named = [p for p in dict(result.get("files") or {}).values() if p is not None and p != "scene"]
+    refuse_overwriting_inputs([path], [*named, *inputs])
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(dumps(dict(result)))
     return Path(path)

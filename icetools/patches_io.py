@@ -21,9 +21,10 @@ import numpy as np
 from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
 
-from icetools.errors import ConfigError, DataError, InputFileError
+from icetools.errors import ConfigError, DataError, InputFileError, OutputExistsError
 from icetools.grid import Grid
 from icetools.io.atomic import atomic_path
+from icetools.io.paths import refuse_overwriting_inputs
 from icetools.io.scene import open_scene
 from icetools.labels import open_labels
 
@@ -58,6 +59,8 @@ def write_patches(
     path = Path(path)
     if path.suffix.lower() != ".gpkg":
         raise ConfigError(f"{path}: patches are written as a GeoPackage; use a .gpkg output")
+    sources = [p for column in ("scene", "labels") if column in frame for p in set(frame[column]) if p]
+    refuse_overwriting_inputs([path], sources)
     attrs = frame.attrs or {}
     metadata = {
         f"{METADATA_PREFIX}coords": str(attrs.get("coords", "crs" if frame.crs is not None else "pixel")),
@@ -158,12 +161,24 @@ def export_chips(frame: "gpd.GeoDataFrame", out_dir: str | Path, *, overwrite: b
     """Each patch's image and label bands as GeoTIFF chips: DIR/SPLIT/ID_image.tif and ID_labels.tif.
 
     For tools that want files; icetools itself reads patches by window from the scenes at train time.
+    The chips are staged in a hidden folder moved into place whole: an interrupted export leaves no
+    chip, and one over an earlier export replaces its folder as a whole (no old chip survives).
     """
-    from icetools.io.raster import write_raster
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(f"{out_dir} exists and is not a folder: choose another chip folder")
+    empty = out_dir.is_dir() and not any(out_dir.iterdir())
+    if out_dir.is_dir() and not (overwrite or empty):
+        raise OutputExistsError(f"{out_dir} already holds files: pass --overwrite or choose an empty chip folder")
+    with atomic_path(out_dir, overwrite=overwrite or empty) as staging:
+        staging.mkdir()
+        written = _write_chips(frame, staging)
+    return [out_dir / path.relative_to(staging) for path in written]
+
+
+def _write_chips(frame: "gpd.GeoDataFrame", out_dir: Path) -> list[Path]:
+    from icetools.io.raster import write_raster
+
     written: list[Path] = []
     for (scene_path, labels_path), rows in frame.groupby(["scene", "labels"], sort=False):
         with open_scene(scene_path) as scene:
@@ -179,10 +194,10 @@ def export_chips(frame: "gpd.GeoDataFrame", out_dir: str | Path, *, overwrite: b
                         "row_off": int(record["row_off"]), "col_off": int(record["col_off"])}
                 image = scene.read(names, window)
                 written.append(write_raster(folder / f"{stem}_image.tif", image, grid, nodata=float("nan"),
-                                            band_names=names, tags=tags, overwrite=overwrite))
+                                            band_names=names, tags=tags, overwrite=True))
                 label, nodata = _label_chip(reader.task, reader.read(window))
                 written.append(write_raster(folder / f"{stem}_labels.tif", label, grid, nodata=nodata,
-                                            band_names=reader.band_names, tags=tags, overwrite=overwrite,
+                                            band_names=reader.band_names, tags=tags, overwrite=True,
                                             categorical=True))
             if reader.labels is not None:
                 reader.labels.close()

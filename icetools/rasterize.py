@@ -30,11 +30,12 @@ from rasterio.windows import Window
 from icetools.errors import CRSError, DataError, EmptyInputError
 from icetools.io.style import LINE_MASK
 from icetools.grid import Grid
+from icetools.io.paths import refuse_overwriting_inputs
 from icetools.io.raster import iter_strips, open_raster_writer
 from icetools.io.scene import open_scene
-from icetools.io.vector import read_vectors
+from icetools.io.vector import read_vectors, repair_polygons
 from icetools.progress import Progress, report
-from icetools.sigrid import decode_ct
+from icetools.sigrid import decode_ct, undefined_ct_codes, warn_undefined_ct
 
 STRIP_ROWS = 1024
 LABELS_NODATA = int(np.iinfo(np.int32).min)
@@ -101,7 +102,8 @@ def _polygon_values(frame, attr: str | None, source: Path) -> np.ndarray:
             f"{source.name} has no SIGRID-3 'CT' attribute: name a numeric attribute to burn instead (attr)"
         )
     type_column = next((c for c in frame.columns if c.upper() == "POLY_TYPE"), None)
-    types = frame[type_column] if type_column else [None] * len(frame)
+    types = list(frame[type_column]) if type_column else [None] * len(frame)
+    warn_undefined_ct(undefined_ct_codes(frame[ct_column], types), source.name)
     return np.array([decode_ct(ct, pt) for ct, pt in zip(frame[ct_column], types)], dtype="float64")
 
 
@@ -118,6 +120,8 @@ def plan_burn(vector: str | Path, grid: Grid, *, attr: str | None = None, layer:
     else:
         raise DataError(f"{vector.name} mixes or holds unsupported geometry types ({', '.join(sorted(kinds))}): "
                         "expected polygons (ice charts) or lines (grounding lines)")
+    if kind == "polygons":
+        frame = repair_polygons(frame, vector.name)
     geometries, transform = geometries_on_grid(frame, grid)
     inverse = ~transform
     bounds = shapely.bounds(geometries)
@@ -189,6 +193,7 @@ def rasterize_to_file(
 
     ``progress`` gets "rows" events: scene rows written of the scene's height.
     """
+    refuse_overwriting_inputs([output], [vector, like])
     with open_scene(like) as scene:
         grid = scene.grid
     plan = plan_burn(vector, grid, attr=attr, layer=layer, vector_crs=vector_crs)

@@ -41,6 +41,7 @@ from rasterio.windows import Window
 
 from icetools.errors import ConfigError, DataError
 from icetools.grid import Grid
+from icetools.io.checks import check_scenes
 from icetools.io.scene import Scene, open_scene
 from icetools.labels import open_labels
 from icetools.patches_io import BLOCK_COLUMNS, CELL, PATCH_COLUMNS, SPLITS
@@ -321,6 +322,7 @@ def sample_patches_and_blocks(
     split_by: str = "block",
     block_size: int | None = None,
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    checks: bool = True,
     progress: Progress | None = None,
 ) -> SampledPatches:
     """Deal scenes or blocks to train/val/test, then sample up to ``n`` windows (see the module docstring).
@@ -328,7 +330,8 @@ def sample_patches_and_blocks(
     ``split_by`` "block" (default; ``block_size`` pixels, default twice ``size``), "scene" (needs 3
     scenes) or "auto" (by scene with 3 or more scenes, else by block). ``patches.attrs`` holds ``coords``
     ("crs" or "pixel"), ``sampling`` (the parameters) and ``stats`` (stop reason, candidates, rejections
-    by reason, empty windows).
+    by reason, empty windows). ``checks`` samples each scene's bands against their plausible ranges
+    (:mod:`icetools.io.checks`).
     """
     if not scenes:
         raise ConfigError("no scene given")
@@ -344,6 +347,8 @@ def sample_patches_and_blocks(
         size=size, n=n, min_unseen=min_unseen, max_empty=max_empty, max_invalid=max_invalid,
         max_rejects=max_rejects, split_by=split_by, block_size=block_size, fractions=fractions,
     )
+    if checks:
+        check_scenes(scenes)
     cells = _scan_all(scenes, labels, size=size, progress=progress)
 
     rng = np.random.default_rng(seed)

@@ -24,6 +24,8 @@ The AI4Arctic challenge rounds 91 up to 10/10; pass ``convention="ai4arctic"`` f
 from __future__ import annotations
 
 import math
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -79,6 +81,48 @@ def decode_ct(code: object, poly_type: object = None, *, convention: str = "midp
     return math.nan
 
 
+def _code_text(code: object) -> str | None:
+    """The code as the chart writes it; None when it is not set at all (empty, NULL, NaN)."""
+    if isinstance(code, bytes):
+        code = code.decode("ascii", "replace")
+    if code is None or (isinstance(code, float) and math.isnan(code)):
+        return None
+    text = str(code).strip()
+    return None if text == "" or text.upper() in {"NULL", "NONE", "NAN", "-"} else text
+
+
+def undefined_ct_codes(codes: Iterable[object], poly_types: Iterable[object] | None = None) -> Counter[str]:
+    """CT codes that SIGRID-3 does not define ('77', 'abc', '-1'), with how many polygons carry each.
+
+    Not set (NULL), unknown by definition (99, -9) and polygons whose POLY_TYPE decides (W, L, N, S)
+    are not counted: only codes that say something icetools cannot read.
+    """
+    counts: Counter[str] = Counter()
+    codes = list(codes)
+    types = list(poly_types) if poly_types is not None else [None] * len(codes)
+    for code, ptype in zip(codes, types):
+        text = _code_text(code)
+        kind = ptype.decode() if isinstance(ptype, bytes) else ptype
+        kind = str(kind).strip().upper() if kind not in (None, "") else None
+        if text is None or kind == "W" or kind in MASKED_POLY_TYPES or _as_int(code) in UNKNOWN_CODES:
+            continue
+        if math.isnan(decode_ct(code, kind)):
+            counts[text] += 1
+    return counts
+
+
+def warn_undefined_ct(counts: Mapping[str, int], source: str) -> str | None:
+    """One warning naming the undefined CT codes of ``source`` and how many polygons they mask."""
+    if not counts:
+        return None
+    shown = ", ".join(repr(code) for code, _ in Counter(counts).most_common(10))
+    more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
+    message = (f"{source}: {sum(counts.values())} polygon(s) have CT codes SIGRID-3 does not define "
+               f"({shown}{more}); they are masked as nodata")
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return message
+
+
 @dataclass(frozen=True)
 class ChartPolygon:
     """One chart polygon: its id, its raw codes and its decoded concentration."""
@@ -89,8 +133,13 @@ class ChartPolygon:
     sic: float
 
 
-def parse_polygon_codes(rows: Iterable[object], *, convention: str = "midpoint") -> dict[int, ChartPolygon]:
-    """Parse AI4Arctic's ``polygon_codes`` table: a header row, then ``;``-separated rows."""
+def parse_polygon_codes(
+    rows: Iterable[object], *, convention: str = "midpoint", source: str = "polygon_codes"
+) -> dict[int, ChartPolygon]:
+    """Parse AI4Arctic's ``polygon_codes`` table: a header row, then ``;``-separated rows.
+
+    Undefined CT codes give one warning naming them (``source`` names the file in it).
+    """
     decoded = [r.decode("utf-8", "replace") if isinstance(r, bytes) else str(r) for r in rows]
     decoded = [r.strip() for r in decoded if r and str(r).strip()]
     if not decoded:
@@ -99,6 +148,7 @@ def parse_polygon_codes(rows: Iterable[object], *, convention: str = "midpoint")
     if "poly_id" not in header:
         raise ValueError("polygon_codes header has no 'poly_id' column")
     table: dict[int, ChartPolygon] = {}
+    undefined: Counter[str] = Counter()
     for row in decoded[1:]:
         values = dict(zip(header, (v.strip() for v in row.split(";"))))
         pid = _as_int(values.get("poly_id"))
@@ -111,6 +161,8 @@ def parse_polygon_codes(rows: Iterable[object], *, convention: str = "midpoint")
             poly_type=ptype,
             sic=decode_ct(values.get("CT"), ptype, convention=convention),
         )
+        undefined += undefined_ct_codes([values.get("CT")], [ptype])
+    warn_undefined_ct(undefined, source)
     return table
 
 

@@ -50,6 +50,7 @@ _register()
 
 
 def main() -> None:
+    common.install_signal_handlers()
     try:
         app()
     except Exception as exc:  # anything that escaped a command's own edge

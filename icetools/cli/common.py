@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import json
+import os
 import logging
+import signal
 import sys
 import traceback
 import warnings
@@ -18,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from icetools.errors import IcetoolsError
+from icetools.io.atomic import committed_outputs, forget_committed
 
 # soft_wrap: a log line is never broken inside a path, so it can be copied and grepped.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -129,9 +133,73 @@ def _warnings_as_lines() -> Iterator[None]:
             logging.disable(previous)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that the same cleanup runs (staged files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    # Later stop signals are ignored, so that a second `kill` cannot cut the cleanup short.
+    for other in _STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (`timeout`, `kill`, a batch system) and SIGHUP (a closed terminal) act like Ctrl-C.
+
+    Called once by the ``icetools`` entry point, in the main thread; tests that call the Typer app
+    in-process keep the default handlers of their own process.
+    """
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _raise_terminated)
+
+
+def interrupted_message(written: list[Any], *, shown: int = 5) -> str:
+    """What an interrupted command did and did not leave: finished outputs stay, staged ones are gone."""
+    if not written:
+        return "interrupted; no output was written"
+    names = ", ".join(str(p) for p in written[:shown])
+    more = f" and {len(written) - shown} more" if len(written) > shown else ""
+    return f"interrupted; written, complete: {names}{more}; nothing else was written"
+
+
 def usage_error(message: str) -> Exception:
     """A usage error (exit 2) for options that do not go together, raised in a command's body."""
     return _TYPER_USAGE_ERROR(message)
+
+
+# File-system refusals the user can fix, and what to do about each.
+_PLAIN_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def plain_os_error(exc: BaseException) -> str | None:
+    """One line for a permission, read-only or full-disk error, naming the path; None for others.
+
+    GDAL's errors (rasterio, pyogrio) carry no errno: their message is matched against the C library's.
+    """
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in _PLAIN_ERRNOS:
+        path = exc.filename if exc.filename is not None else "a file"
+        return f"{path}: {_PLAIN_ERRNOS[exc.errno]}"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    for code, cause in _PLAIN_ERRNOS.items():
+        if os.strerror(code).lower() in first.lower():
+            return f"{first} ({cause})"
+    return None
 
 
 def guarded(func: F) -> F:
@@ -140,6 +208,7 @@ def guarded(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        forget_committed()
         try:
             with _warnings_as_lines():
                 return func(*args, **kwargs)
@@ -147,8 +216,9 @@ def guarded(func: F) -> F:
             if STATE["verbosity"] > 0:
                 _print_details(exc)
             raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; no output was written", 130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: every staged file is gone by now
+            code = 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+            raise fail(interrupted_message(committed_outputs()), code) from None
         # Usage errors (BadParameter...) keep Click's exit code 2. Typer vendors its own Click, so
         # both Click exception roots are let through; one raised in a command's body gets the
         # command's context, so that it prints the same usage lines as the parser's own.
@@ -159,6 +229,11 @@ def guarded(func: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit, click.exceptions.ClickException, typer.exceptions.TyperException):
             raise
         except Exception as exc:  # the last net: one line, the traceback only on request
+            plain = plain_os_error(exc)
+            if plain is not None:  # the file system said no: the user can fix that, it is no bug
+                if STATE["verbosity"] > 0:
+                    _print_details(exc)
+                raise fail(plain) from None
             if STATE["verbosity"] > 0:
                 traceback.print_exc()
             first = str(exc).splitlines()[0] if str(exc) else ""

@@ -128,10 +128,12 @@ def evaluate_command(
     from icetools.cli.progress import EventBars
     from icetools.evaluate import evaluate, json_safe, write_json
     from icetools.io.atomic import check_output
+    from icetools.io.paths import refuse_overwriting_inputs
 
     challenge = _autoice_inputs(autoice, sod, sod_truth, floe, floe_truth)
     if json_out not in (None, "-"):
         check_output(json_out, overwrite=overwrite)  # refuse before the work, not after
+        refuse_overwriting_inputs([json_out], [prediction, truth, polygons if polygons != "scene" else None])
     try:
         with EventBars({"rows": "evaluate", "patches": "line patches"}) as bars, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # result["warnings"] holds them: printed once, below

@@ -104,6 +104,7 @@ Quiet = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same output.")]
+NoChecks = Annotated[bool, typer.Option("--no-checks", help="Skip the input checks (values sampled against the plausible range of each band).")]
 Layer = Annotated[Optional[str], typer.Option("--layer", help="Vector layer name (default: the product's name).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of text.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]

@@ -11,9 +11,9 @@ import typer
 from icetools.cli.app import app
 from icetools.cli.common import guarded, info, usage_error, warn
 from icetools.cli.formats import RASTER_FORMATS, folder_output, is_folder, resolve_output
-from icetools.cli.options import Device, Format, MergeName, Overwrite, Quiet, Verbose, multiple_of_16
+from icetools.cli.options import Device, Format, MergeName, NoChecks, Overwrite, Quiet, Verbose, multiple_of_16
 from icetools.errors import ConfigError, InputFileError
-from icetools.io.atomic import check_output
+from icetools.io.atomic import check_output, check_writable, removed_on_failure
 
 GLOB_CHARS = set("*?[")
 # Extra products named on the command line: option -> the library's product kind.
@@ -118,6 +118,7 @@ def predict_command(
     mask_out: Annotated[Optional[str], _extra("--mask-out", "Binary models: write the mask here instead of <out>_mask.tif.")] = None,
     polygon_sic_out: Annotated[Optional[str], _extra("--polygon-sic-out", "Write the polygon SIC here instead of <out>_polygon_sic.tif (with --polygons).")] = None,
     probabilities_out: Annotated[Optional[str], _extra("--probabilities-out", "Write the class probabilities here instead of <out>_probs.tif (implies --probabilities).")] = None,
+    no_checks: NoChecks = False,
     quicklook: Annotated[Optional[str], typer.Option("--quicklook", metavar="PNG", help="PNG of input and output side by side (a folder of <stem>.png with several scenes: FOLDER/).")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip scenes whose output exists (for reruns).")] = False,
     overwrite: Overwrite = False,
@@ -154,8 +155,8 @@ def predict_command(
     if not jobs:
         return
     for _, _, png in jobs:
-        if png is not None:
-            check_output(png, overwrite=overwrite)
+        if png is not None:  # an unwritable quicklook fails now, not after the long pass
+            check_writable(check_output(png, overwrite=overwrite))
     if model_dir is None:
         try:
             model_dir = default_model_dir()
@@ -176,14 +177,15 @@ def predict_command(
         job = PredictJob(
             scene, out, predictor, refiner=refiner_predictor, tile=tile, overlap=overlap, merge=merge, batch=batch,
             percent=percent, polygons=polygons, ice_water=ice_water, probabilities=probabilities, overwrite=overwrite,
-            extra_paths=extras,
+            extra_paths=extras, checks=not no_checks,
         )
-        with EventBars({"windows": scene.name}, rate_unit="windows/s") as bars:
-            summary = predict_scene(job, progress=bars)
+        with removed_on_failure():  # a scene's products and its quicklook appear together or not at all
+            with EventBars({"windows": scene.name}, rate_unit="windows/s") as bars:
+                summary = predict_scene(job, progress=bars)
+            if png is not None:
+                write_quicklook(scene, out, png, input_band=input_band, overwrite=overwrite)
         for message in summary["warnings"]:  # e.g. a refiner that failed its validation: averaging instead
             warn(message)
-        if png is not None:
-            write_quicklook(scene, out, png, input_band=input_band, overwrite=overwrite)
         info(
             f"{out}: {summary['windows']} windows, {summary['megapixels_per_second']:.2f} Mpx/s, "
             f"{summary['seconds']:.1f} s on {summary['device']}"

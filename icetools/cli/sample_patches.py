@@ -13,7 +13,7 @@ import typer
 from icetools.cli.app import app
 from icetools.cli.common import STATE, console, guarded, usage_error, warn
 from icetools.cli.formats import resolve_output
-from icetools.cli.options import OutPath, Overwrite, Quiet, Seed, Verbose, multiple_of_16
+from icetools.cli.options import NoChecks, OutPath, Overwrite, Quiet, Seed, Verbose, multiple_of_16
 
 
 class SplitBy(str, Enum):
@@ -76,6 +76,7 @@ def sample_patches_command(
     plot: Annotated[
         Optional[Path], typer.Option("--plot", help="Also draw the coverage map (PNG).", dir_okay=False)
     ] = None,
+    no_checks: NoChecks = False,
     overwrite: Overwrite = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -99,7 +100,7 @@ def sample_patches_command(
     _run(
         scenes, output, labels=labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
         max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by.value, block_size=block_size,
-        fractions=fractions, export=export, plot=plot, overwrite=overwrite,
+        fractions=fractions, export=export, plot=plot, overwrite=overwrite, checks=not no_checks,
     )
 
 
@@ -107,13 +108,13 @@ def _run(
     scenes: list[Path], output: Path, *, labels: list[Path] | None, size: int, n: int, seed: int,
     min_unseen: float, max_empty: int | None, max_invalid: float, max_rejects: int, split_by: str,
     block_size: int | None, fractions: tuple[float, float, float], export: Path | None, plot: Path | None,
-    overwrite: bool,
+    overwrite: bool, checks: bool = True,
 ) -> None:
     import warnings
 
     from icetools.cli.progress import EventBars
     from icetools.errors import OutputExistsError
-    from icetools.io.atomic import check_output
+    from icetools.io.atomic import check_output, removed_on_failure
     from icetools.patches_io import coverage_maps, export_chips, write_patches
     from icetools.plots import plot_coverage
     from icetools.sampling import sample_patches_and_blocks
@@ -129,19 +130,20 @@ def _run(
         sampled = sample_patches_and_blocks(
             scenes, labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
             max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by, block_size=block_size,
-            fractions=fractions, progress=bars,
+            fractions=fractions, checks=checks, progress=bars,
         )
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             warn(str(warning.message))
     frame = sampled.patches
-    write_patches(frame, output, blocks=sampled.blocks, overwrite=overwrite)
-    if export:
-        export_chips(frame, export, overwrite=overwrite)
-    if plot and len(frame):
-        plot_coverage(frame, coverage_maps(frame), plot, overwrite=overwrite)
-    elif plot:
-        warn(f"no patches were sampled: {plot} not drawn")
+    with removed_on_failure():  # the GeoPackage, the chips and the plot appear together or not at all
+        write_patches(frame, output, blocks=sampled.blocks, overwrite=overwrite)
+        if export:
+            export_chips(frame, export, overwrite=overwrite)
+        if plot and len(frame):
+            plot_coverage(frame, coverage_maps(frame), plot, overwrite=overwrite)
+        elif plot:
+            warn(f"no patches were sampled: {plot} not drawn")
     _summary(frame, sampled.blocks, output)
 
 

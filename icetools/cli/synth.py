@@ -50,9 +50,10 @@ def _path(text: Path | None, formats: dict[str, tuple[str, ...]], option: str, *
 def _run(description: str, make: Callable[..., dict[str, Path]], **kwargs: object) -> None:
     """Run one generator under a progress bar, then name what it wrote (stderr)."""
     from icetools.cli.progress import EventBars
+    from icetools.io.atomic import removed_on_failure
 
     start = time.perf_counter()
-    with EventBars({"scene": description}) as bars:
+    with removed_on_failure(), EventBars({"scene": description}) as bars:  # the scene and its truth together
         outputs = make(progress=bars, **kwargs)
     elapsed = time.perf_counter() - start
     for kind, path in outputs.items():

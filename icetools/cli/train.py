@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from icetools.cli.app import app
-from icetools.cli.common import STATE, console, guarded, warn
+from icetools.cli.common import STATE, console, guarded, info, warn
 from icetools.cli.options import (
     LossName,
     LrScheduleName,
     ModelName,
+    NoChecks,
     Overwrite,
     Quiet,
     Verbose,
@@ -71,12 +72,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-def run_training(patches: Path, output: Path, options: TrainOptions) -> dict[str, Any]:
+def run_training(patches: Path, output: Path, options: TrainOptions, *, checks: bool = True) -> dict[str, Any]:
     """Train with progress bars (epochs, steps) and one line per finished epoch on stderr."""
     from icetools.training import train_model
 
     with training_bars() as bars:
-        return train_model(patches, output, options, progress=bars)
+        return train_model(patches, output, options, checks=checks, progress=bars)
 
 
 @app.command("train")
@@ -113,6 +114,7 @@ def train_command(
     thresholds: Annotated[Optional[str], typer.Option("--thresholds", help="Binary: thresholds to sweep, comma-separated (default 0.10..0.90 by 0.05).")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random flips and 90-degree rotations (default on).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last epoch and its place in the schedule (only --epochs, --time-limit, --patience, --min-steps, --workers, --device, --save-at, --thresholds may change).")] = False,
+    no_checks: NoChecks = False,
     overwrite: Overwrite = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -138,7 +140,13 @@ def train_command(
         "save_at": save_at, "thresholds": thresholds, "augment": augment, "resume": resume, "overwrite": overwrite,
     }
     options = build_options(config, flags)
-    summary = run_training(patches, output, options)
+    summary = run_training(patches, output, options, checks=not no_checks)
+    if summary.get("already_finished"):  # a resume with nothing to add is no error
+        info(
+            f"{output}: the run already finished, {summary['stopped_because']}, after {summary['epochs_run']} "
+            "epochs; nothing to do (give more epochs or a longer time limit to train on)"
+        )
+        return
     for message in summary["warnings"]:
         warn(message)
     if STATE["verbosity"] >= 0:

@@ -157,11 +157,13 @@ def vectorize_command(
     from icetools.cli.progress import EventBars
     from icetools.errors import IcetoolsError
     from icetools.io.atomic import check_output
+    from icetools.io.paths import refuse_overwriting_inputs
     from icetools.vectorize import describe_georeference, parse_bins, vectorize_lines, vectorize_polygons
 
     target = resolve_output(output, fmt, VECTOR_FORMATS, stdout=True)
     if target.path is not None:
         check_output(target.path, overwrite=overwrite)  # fail before the work, not after it
+        refuse_overwriting_inputs([target.path], [raster])
     start = time.perf_counter()
     kind = "lines" if lines else "polygons"
     lengths = {"spur_length": spur, "min_piece_length": min_piece, "smooth_sigma": smooth}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from icetools.errors import ConfigError, CRSError, MissingVariableError
 from icetools.inference.predictor import Predictor
 from icetools.inference.windows import RowSink
 from icetools.io.atomic import check_output
+from icetools.io.paths import refuse_duplicate_outputs, refuse_overwriting_inputs
 from icetools.io.raster import iter_strips, open_raster, open_raster_writer
 from icetools.io.scene import CHART_CRS_TAG, Scene, open_scene
 from icetools.io.style import ICE_WATER, LINE_MASK, Legend, class_legend
@@ -254,11 +255,11 @@ class Outputs:
     def paths(self) -> list[Path]:
         return [p.path for p in self.products] + ([self.polygon_path] if self.polygon_path else [])
 
-    def check(self, scene_path: Path) -> None:
-        """No two outputs, nor an output and the scene, share a path; none exists unless overwriting."""
+    def check(self, inputs: Iterable[Path | None]) -> None:
+        """No two outputs share a file, none is an input of the run; none exists unless overwriting."""
         paths = self.paths
-        if len(set(paths)) != len(paths) or scene_path.resolve() in {p.resolve() for p in paths}:
-            raise ConfigError(f"output {paths[0]} collides with the scene or its own sibling products: choose another name")
+        refuse_duplicate_outputs(paths)
+        refuse_overwriting_inputs(paths, inputs)
         for path in paths:
             check_output(path, overwrite=self.overwrite)
 

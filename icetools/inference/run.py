@@ -11,8 +11,8 @@ whole or not at all: on any error none of this run's files is left, the temporar
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ from icetools.inference.windows import (
     check_tiling,
     plan_windows,
 )
+from icetools.io.atomic import removed_on_failure
+from icetools.io.checks import check_scene_values
 from icetools.io.scene import Scene, open_scene
 from icetools.progress import Event, Progress, relabel
 
@@ -67,6 +69,7 @@ class PredictJob:
     probabilities: bool = False
     overwrite: bool = False
     extra_paths: Mapping[str, Path] | None = None  # names of extra products by kind (products.EXTRA_SUFFIXES)
+    checks: bool = True  # sample the input bands against their plausible ranges (icetools.io.checks)
 
     @property
     def final(self) -> Predictor:
@@ -102,7 +105,9 @@ def predict_scene(job: PredictJob, *, progress: Progress | None = None) -> dict[
     tile = job.checked_tile()
     fallback = refiner_fallback(job.refiner) if job.refiner is not None else None
     with open_scene(job.scene) as scene, ExitStack() as stack:
-        scene_inputs(scene, job.model)  # every missing band named before anything else is checked
+        inputs = scene_inputs(scene, job.model)  # every missing band named before anything else is checked
+        if job.checks:
+            check_scene_values(scene, inputs)
         outputs = _plan_outputs(job, scene, tile, fallback=fallback is not None)
         if job.polygons is not None:
             outputs.polygon_source = open_polygon_source(job.polygons, scene)
@@ -156,8 +161,20 @@ def _plan_outputs(job: PredictJob, scene: Scene, tile: int, *, fallback: bool = 
             tags["refine_fallback"] = "average: the refiner did not beat the averaged mosaic on validation"
     polygon_path = extra_path(output, "polygon_sic", job.extra_paths) if job.polygons is not None else None
     outputs = Outputs(products, scene.grid, tags, overwrite=job.overwrite, polygon_path=polygon_path)
-    outputs.check(Path(job.scene))
+    outputs.check(_input_files(job))
     return outputs
+
+
+def _input_files(job: PredictJob) -> list[Path]:
+    """Every file the run reads: the scene, the polygons source and the models' files."""
+    files = [Path(job.scene)]
+    if job.polygons is not None and job.polygons != "scene":
+        files.append(Path(job.polygons))
+    for predictor in (job.model, job.refiner):
+        if predictor is not None and predictor.source:
+            source = Path(predictor.source)
+            files += [source, *(source.iterdir() if source.is_dir() else ())]
+    return files
 
 
 def _passes(
@@ -197,25 +214,3 @@ def _half(progress: Progress | None, offset: int, windows: int) -> Progress | No
     if progress is None:
         return None
     return lambda event: progress(Event(WINDOWS_STAGE, offset + event.done, 2 * windows, event.info))
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
-@contextmanager
-def removed_on_failure(paths: Iterable[Path]) -> Iterator[None]:
-    """On any error, remove the listed files this run put in place (those it did not touch stay)."""
-    paths = list(paths)
-    before = {path: _stamp(path) for path in paths}
-    try:
-        yield
-    except BaseException:
-        for path in paths:  # a failure after some outputs were moved into place removes them too
-            if path.exists() and _stamp(path) != before[path]:
-                path.unlink()
-        raise

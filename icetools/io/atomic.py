@@ -1,19 +1,73 @@
-"""Outputs appear whole or not at all.
+"""Outputs appear whole or not at all, and a run only ever removes files it created.
 
-Every file is written under a temporary name in the target folder and moved into place with
-``os.replace`` (atomic on one file system), so an interrupted run or Make's ``.DELETE_ON_ERROR``
-never sees a half-written product.
+Every file is written under a temporary name ``.NAME.tmp-PID<suffix>`` in the target folder and moved
+into place in one step (atomic on one file system), so an interrupted run or Make's
+``.DELETE_ON_ERROR`` never sees a half-written product. Without ``overwrite`` the move is a hard
+link that fails when the name exists, so of two runs racing for one output one wins and the other
+fails with one line, leaving the winner's file whole. Each committed file's identity (device and
+inode) is remembered: cleanup after a failure removes a final file only when it is still the one this
+process put there. Temporary files left by processes that no longer exist (SIGKILL, power loss) are
+removed by the next run that writes in that folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
+import itertools
 import os
+import re
 import shutil
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from icetools.errors import InputFileError, OutputExistsError
+
+# Matches ``.NAME.tmp-PID`` followed by nothing or by a suffix; group 1 is the PID.
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)(?:\..*)?$")
+# One dict per open ``removed_on_failure`` block: path -> (st_dev, st_ino) of each file that run moved
+# into place. A context variable, so two runs in two threads of one process never share it.
+_RUN_CREATED: contextvars.ContextVar[tuple[dict[Path, tuple[int, int]], ...]] = contextvars.ContextVar(
+    "created", default=()
+)
+_SERIAL = itertools.count()
+# Every commit of this process since ``forget_committed``: what an interrupted command tells the user
+# it did write. Process-wide (the CLI runs one command per process), guarded by a lock for threads.
+_COMMITTED: list[tuple[Path, tuple[int, int]]] = []
+_COMMITTED_LOCK = threading.Lock()
+
+
+def forget_committed() -> None:
+    """Start a new command's record of the outputs it moved into place."""
+    with _COMMITTED_LOCK:
+        _COMMITTED.clear()
+
+
+def committed_outputs() -> list[Path]:
+    """The outputs this process moved into place that are still there, unchanged (same device and inode).
+
+    A file removed after a failure, or a staged chip inside a folder that was never moved into place,
+    is not listed.
+    """
+    with _COMMITTED_LOCK:
+        records = list(_COMMITTED)
+    seen: set[Path] = set()
+    kept: list[Path] = []
+    for path, identity in records:
+        if path not in seen and _identity(path) == identity:
+            seen.add(path)
+            kept.append(path)
+    return kept
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail now, naming the folder, when ``path``'s folder takes no new file: before a long pass, not after."""
+    path = Path(path)
+    probe = temporary_name(path)
+    _probe(probe, path.parent)
+    return path
 
 
 def check_output(path: str | Path, *, overwrite: bool) -> Path:
@@ -26,23 +80,158 @@ def check_output(path: str | Path, *, overwrite: bool) -> Path:
     return path
 
 
+def temporary_name(final: Path) -> Path:
+    """The staging name of ``final``: hidden, in the same folder, tagged with this process's id."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}.{next(_SERIAL)}{final.suffix}")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove this user's temporary files in ``folder`` whose process no longer exists; return them."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            owner = entry.stat(follow_symlinks=False).st_uid
+        except OSError:
+            continue
+        if pid == os.getpid() or owner != os.getuid() or _process_exists(pid):
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _probe(tmp: Path, folder: Path) -> None:
+    """Fail early, naming the folder, when it takes no new file (read-only, no permission, full)."""
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder or ".")) from None
+    os.unlink(tmp)
+
+
+def _replace_folder(tmp: Path, final: Path) -> None:
+    """Swap a staged folder for an earlier one as a whole: no old file survives among the new ones."""
+    aside = temporary_name(final)
+    os.rename(final, aside)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(aside, final)  # put the earlier folder back: a failed run changes nothing
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _commit(tmp: Path, final: Path, *, overwrite: bool) -> None:
+    """Move ``tmp`` to ``final``; without ``overwrite`` never replace a file that appeared meanwhile."""
+    appeared = OutputExistsError(f"{final} appeared while writing (another run?): it was kept; pass --overwrite to replace it")
+    if overwrite:
+        if final.is_dir() and not final.is_symlink():
+            _replace_folder(tmp, final)
+        else:
+            os.replace(tmp, final)
+        return
+    if tmp.is_dir():
+        if final.exists() or final.is_symlink():
+            raise appeared
+        os.rename(tmp, final)
+        return
+    try:
+        os.link(tmp, final)  # fails, atomically, when the name exists
+    except FileExistsError:
+        raise appeared from None
+    except OSError as exc:  # a file system without hard links: check, then move
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if final.exists() or final.is_symlink():
+            raise appeared from None
+        os.replace(tmp, final)
+        return
+    tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place, else remove it."""
     final = check_output(path, overwrite=overwrite)
-    tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+    remove_stale_temporaries(final.parent)
+    tmp = temporary_name(final)
+    _probe(tmp, final.parent)
     try:
         yield tmp
-        if final.exists() and not overwrite:
-            raise OutputExistsError(f"{final} appeared while writing: pass --overwrite to replace it")
-        if final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        identity = _identity(tmp)
+        _commit(tmp, final, overwrite=overwrite)
+        if identity is not None:
+            for created in _RUN_CREATED.get():
+                created[final] = identity
+            with _COMMITTED_LOCK:
+                _COMMITTED.append((final, identity))
     finally:
-        if tmp.is_dir():
+        if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def removed_on_failure(paths: Iterable[str | Path] | None = None) -> Iterator[None]:
+    """On any error or interruption, remove those of ``paths`` (all, when None) that this block put in place.
+
+    A file is removed only when its device and inode are those of a file this block committed, so
+    an output another run put there meanwhile is never touched. Blocks nest: a commit counts for
+    every open block, so an outer block undoes an inner one's products too (all of a run's products
+    go together).
+    """
+    chosen = None if paths is None else [Path(p) for p in paths]
+    created: dict[Path, tuple[int, int]] = {}
+    token = _RUN_CREATED.set(_RUN_CREATED.get() + (created,))
+    try:
+        yield
+    except BaseException:
+        identities = set(created.values())
+        for path in created if chosen is None else chosen:
+            if _identity(path) in identities:
+                _remove(path)
+        raise
+    finally:
+        _RUN_CREATED.reset(token)
 
 
 def require_file(path: str | Path, what: str = "input") -> Path:

@@ -325,10 +325,13 @@ class NetCDFScene(Scene):
 
     @property
     def default_inputs(self) -> tuple[str, ...]:
-        names = ["nersc_sar_primary"]
-        if "nersc_sar_secondary" in self._bands:
-            names.append("nersc_sar_secondary")
-        return tuple(names)
+        """HH and HV: an AI4Arctic scene holds both, so a missing one is named, never silently dropped."""
+        if "nersc_sar_secondary" not in self._bands:
+            raise MissingVariableError(
+                f"{self.path.name} has no 'nersc_sar_secondary' (HV), which every AI4Arctic scene holds: "
+                "add it, or choose the inputs by name"
+            )
+        return ("nersc_sar_primary", "nersc_sar_secondary")
 
     def band_unit(self, name: str) -> str | None:
         real = self.resolve([name])[0]
@@ -399,7 +402,7 @@ class NetCDFScene(Scene):
             raise MissingVariableError(f"{self.path.name} has polygon_icechart but no 'polygon_codes' table")
         rows = v["polygon_codes"][:]
         rows = [r if isinstance(r, (str, bytes)) else bytes(np.asarray(r).tobytes()).rstrip(b"\0") for r in rows]
-        return parse_polygon_codes(rows)
+        return parse_polygon_codes(rows, source=f"{self.path.name} polygon_codes")
 
     def polygon_table(self) -> dict[int, ChartPolygon]:
         return self._polygon_table if self.has_chart else {}

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from icetools.errors import CRSError, EmptyInputError, InputFileError
 from icetools.io.atomic import atomic_path
+from icetools.io.paths import refuse_overwriting_inputs
 from icetools.io.style import data_layers, write_layer_style
 
 if TYPE_CHECKING:
@@ -44,6 +47,29 @@ def read_vectors(path: str | Path, *, layer: str | None = None, vector_crs: str 
     return frame
 
 
+def repair_polygons(frame: "gpd.GeoDataFrame", source: str) -> "gpd.GeoDataFrame":
+    """Invalid polygons (self-intersections, bow ties) repaired with make_valid, counted in one warning.
+
+    Burned as they are, an invalid polygon fills a different area in every rasterizer; repaired, its
+    area is the one its outline encloses (the "structure" method keeps polygons polygons).
+    """
+    import warnings
+
+    import shapely
+
+    geometries = np.asarray(frame.geometry.values)
+    invalid = ~shapely.is_valid(geometries)
+    if not invalid.any():
+        return frame
+    frame = frame.copy()
+    repaired = geometries.copy()
+    repaired[invalid] = shapely.make_valid(geometries[invalid], method="structure", keep_collapsed=False)
+    frame[frame.geometry.name] = repaired
+    warnings.warn(f"{source}: {int(invalid.sum())} invalid polygon(s) (e.g. self-intersecting) were repaired "
+                  "with make_valid before burning", UserWarning, stacklevel=2)
+    return frame[~frame.geometry.is_empty]
+
+
 def write_layer(
     frame: "gpd.GeoDataFrame", path: str | Path, *, layer: str, overwrite: bool = False, style: str | None = None
 ) -> Path:
@@ -56,6 +82,7 @@ def write_layer(
     import pyogrio
 
     path = Path(path)
+    refuse_overwriting_inputs([path], frame.attrs.get("sources", ()))
     driver = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}.get(
         path.suffix.lower()
     )

@@ -21,6 +21,7 @@ from affine import Affine
 from scipy import ndimage, sparse
 
 from icetools.errors import ConfigError
+from icetools.io.paths import same_file
 
 STRIP_ROWS = 512
 _SEED_MASK = (1 << 64) - 1
@@ -45,12 +46,12 @@ def companion_path(path: Path, kind: str, suffix: str, given: str | Path | None 
 
 def check_distinct(outputs: dict[str, Path]) -> None:
     """No two files of one generator share a path (``--truth-out`` naming the scene itself, say)."""
-    seen: dict[Path, str] = {}
+    seen: list[tuple[Path, str]] = []
     for kind, path in outputs.items():
-        key = Path(path).resolve()
-        if key in seen:
-            raise ConfigError(f"the {kind} and the {seen[key]} would both be {path}: give them different names")
-        seen[key] = kind
+        for earlier, earlier_kind in seen:  # same real path, or hard links to one file
+            if same_file(path, earlier):
+                raise ConfigError(f"the {kind} and the {earlier_kind} would both be {path}: give them different names")
+        seen.append((Path(path), kind))
 
 
 def reduction_factor(size: int, *, target: int, most: int) -> int:

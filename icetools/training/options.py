@@ -270,7 +270,12 @@ def parse_weights(value: Any) -> list[float]:
 
 def resume_options(stored: Mapping[str, Any], setup: Mapping[str, Any], current: TrainOptions) -> TrainOptions:
     """The stored options with the few a resume may change; a changed other option is an error
-    (silently training on with the old settings would surprise)."""
+    (silently training on with the old settings would surprise).
+
+    The run's own options are the defaults of a resume: one of RESUME_MAY_CHANGE replaces the stored
+    value only when ``current`` sets it to something other than the TrainOptions default, so a bare
+    resume of a 6-epoch run stays a 6-epoch run.
+    """
     defaults = asdict(TrainOptions())
     for name, value in asdict(current).items():
         if name in RESUME_MAY_CHANGE or name in ("resume", "overwrite") or value == defaults[name]:
@@ -287,8 +292,9 @@ def resume_options(stored: Mapping[str, Any], setup: Mapping[str, Any], current:
                 f"differs from the run's {used!r}: drop it, or start a new run with overwrite"
             )
     values = dict(stored)
-    for name in RESUME_MAY_CHANGE:
-        values[name] = getattr(current, name)
+    for name in RESUME_MAY_CHANGE:  # the run's own value unless given again (a default is "not given")
+        if getattr(current, name) != defaults[name]:
+            values[name] = getattr(current, name)
     values["resume"], values["overwrite"] = True, False
     return TrainOptions.from_mapping(values, source="the stored run options")
 

@@ -11,6 +11,8 @@ leaves its best model ready for ``predict``.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ import torch
 from icetools.data import scene_paths
 from icetools.device import resolve_device, seed_everything
 from icetools.errors import ConfigError
+from icetools.io.checks import check_scenes
 from icetools.jsonsafe import json_safe
-from icetools.modeldir import load_model_dir, read_config, save_model_dir
+from icetools.modeldir import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, read_config, save_model_dir
 from icetools.patches_io import read_blocks
 from icetools.progress import Progress, report
 from icetools.refine import (
@@ -55,6 +58,8 @@ from icetools.training.state import (
     HISTORY_FILE,
     RunRecord,
     RunState,
+    finished_reason,
+    patches_digest,
     prepare_dir,
     read_history,
     read_state,
@@ -74,6 +79,7 @@ class _Start:
     source: RefineSource | None
     stored: dict[str, Any] | None = None  # last_state.json of a resumed run
     tensors: dict[str, torch.Tensor] | None = None  # and its tensors
+    finished: str | None = None  # why a resumed run already ended, when a resume has nothing to add
 
 
 def train_model(
@@ -81,6 +87,7 @@ def train_model(
     out_dir: str | Path,
     options: TrainOptions,
     *,
+    checks: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train on the train patches, select on the val patches, write the model directory; a summary.
@@ -100,45 +107,80 @@ def train_model(
     ``progress`` gets Events: "epoch" (done = epochs finished; info = the history row and
     ``improved`` at each epoch's end), "step" (within an epoch; info ``epoch``), "threshold" (info
     ``threshold``, ``mean_dice``) and, for a refiner, "crude" while its crude mosaics are made.
+    ``checks`` samples the scenes' input bands against their plausible ranges (:mod:`icetools.io.checks`).
     """
     options.validate()
     out_dir = Path(out_dir)
     frame, patches_path = load_patches(patches)
+    if checks and options.from_model is None:
+        check_scenes(scene_paths(frame), options.inputs)
     source = held_out = None
     if options.from_model is not None and not options.resume:  # a wrong from_model fails before the run dir exists
         held_out = refiner_data(frame, read_config(options.from_model), patches_path=patches_path)
         source = open_refine_source(options.from_model, device=options.device)
-    prepare_dir(out_dir, resume=options.resume, overwrite=options.overwrite)
-    start = _resumed(out_dir, options) if options.resume else _fresh(frame, options, source, held_out)
-    options, setup = start.options, start.setup
-    frame = _refiner_frame(frame, setup)
-    input_scenes = None
-    if start.source is not None:
-        input_scenes = prepare_crude_inputs(frame, start.source, out_dir / CRUDE_DIR, batch=options.batch_size,
-                                            progress=progress)
+    from_files = [Path(options.from_model) / n for n in (WEIGHTS_FILE, CONFIG_FILE)] if options.from_model else []
+    digest = patches_digest(patches_path)
+    with _removed_if_start_fails(out_dir):
+        prepare_dir(out_dir, resume=options.resume, overwrite=options.overwrite, inputs=[patches_path, *from_files])
+        if options.resume:
+            start = _resumed(out_dir, options, frame=frame, patches_path=patches_path, digest=digest)
+        else:
+            start = _fresh(frame, options, source, held_out)
+        if start.finished is not None:
+            return _already_finished(out_dir, start)
+        options, setup = start.options, start.setup
+        frame = _refiner_frame(frame, setup)
+        input_scenes = None
+        if start.source is not None:
+            input_scenes = prepare_crude_inputs(frame, start.source, out_dir / CRUDE_DIR, batch=options.batch_size,
+                                                progress=progress)
 
-    clock = Clock(seconds_before=start.run.seconds, time_limit_minutes=options.time_limit)
-    device = resolve_device(options.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune kernels once
-    seed_everything(options.seed)
-    blocks = read_blocks(patches_path) if patches_path else None
-    parts = build_parts(frame, setup, options, normalization=start.normalization, device=device,
-                        input_scenes=input_scenes, blocks=_refiner_frame(blocks, setup) if blocks is not None else None)
-    provenance: dict[str, Any] = {"patches": patches_path, "scenes": scene_paths(frame)}
-    if input_scenes:
-        provenance["crude_inputs"] = dict(input_scenes)
-    record = RunRecord(setup, options, start.normalization, parts.context_scales, provenance)
-    if start.tensors is not None:
-        restore_state(start.tensors, start.stored["optimizer"], parts.model, parts.optimizer)
+        clock = Clock(seconds_before=start.run.seconds, time_limit_minutes=options.time_limit)
+        device = resolve_device(options.device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune kernels once
+        seed_everything(options.seed)
+        blocks = read_blocks(patches_path) if patches_path else None
+        parts = build_parts(frame, setup, options, normalization=start.normalization, device=device,
+                            input_scenes=input_scenes,
+                            blocks=_refiner_frame(blocks, setup) if blocks is not None else None)
+        provenance: dict[str, Any] = {"patches": patches_path, "patches_sha256": digest, "scenes": scene_paths(frame)}
+        if input_scenes:
+            provenance["crude_inputs"] = dict(input_scenes)
+        record = RunRecord(setup, options, start.normalization, parts.context_scales, provenance)
+        if start.tensors is not None:
+            restore_state(start.tensors, start.stored["optimizer"], parts.model, parts.optimizer)
 
-    budget = Budget(options.epoch_cap, setup.samples_per_epoch, clock, start_fraction=start.run.budget_fraction)
-    loop = TrainingLoop(
-        parts, task=setup.task, n_classes=setup.n_classes, budget=budget, grad_clip=options.grad_clip,
-        seed=options.seed, learning_rate=record.learning_rate(), smoothing=options.smoothing, run=start.run,
-        device=device, callbacks=_callbacks(out_dir, record), progress=progress,
-    )
+        budget = Budget(options.epoch_cap, setup.samples_per_epoch, clock, start_fraction=start.run.budget_fraction)
+        loop = TrainingLoop(
+            parts, task=setup.task, n_classes=setup.n_classes, budget=budget, grad_clip=options.grad_clip,
+            seed=options.seed, learning_rate=record.learning_rate(), smoothing=options.smoothing, run=start.run,
+            device=device, callbacks=_callbacks(out_dir, record), progress=progress,
+        )
     return _finish(loop, record, out_dir, loop.fit(), progress=progress)
+
+
+@contextlib.contextmanager
+def _removed_if_start_fails(out_dir: Path):
+    """A run that fails before its first epoch leaves no folder it created (an earlier run's stays)."""
+    created = not out_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _already_finished(out_dir: Path, start: _Start) -> dict[str, Any]:
+    """The summary of a resume with nothing to add: the run ended by itself and its budget is unchanged."""
+    run = start.run
+    return {
+        "run_dir": str(out_dir), "already_finished": True, "stopped_because": f"{start.finished} (already complete)",
+        "task": start.setup.task, "model": start.setup.model, "loss": start.setup.loss,
+        "epochs_run": run.epoch, "best_epoch": run.best_epoch, "best_val_loss": run.best_val_loss,
+        "seconds": round(run.seconds, 1), "warnings": [],
+    }
 
 
 def _fresh(
@@ -160,11 +202,21 @@ def _refiner_frame(frame: pd.DataFrame, setup: Setup) -> pd.DataFrame:
     return frame
 
 
-def _resumed(out_dir: Path, options: TrainOptions) -> _Start:
+# Options whose change gives a finished run more to do; with none changed, a resume has nothing to add.
+_EXTENDING = ("epochs", "time_limit", "patience", "min_steps")
+
+
+def _resumed(
+    out_dir: Path, options: TrainOptions, *, frame: pd.DataFrame, patches_path: str | None, digest: str | None
+) -> _Start:
     """The stored run, with the few options a resume may change taken from ``options``."""
     stored, tensors = read_state(out_dir)
+    _check_same_patches(stored, out_dir, frame=frame, patches_path=patches_path, digest=digest)
     options = resume_options(stored["options"], stored["setup"], options)
     setup = Setup(**stored["setup"])
+    finished = finished_reason(out_dir)
+    if any(getattr(options, name) != stored["options"].get(name) for name in _EXTENDING):
+        finished = None
     if setup.samples_per_epoch is None:  # a state from before epochs were counted in samples
         setup.samples_per_epoch = options.epoch_samples(training_defaults(setup.task, setup.model).samples_per_epoch)
     run = RunState.from_stored(stored["run"], read_history(out_dir / HISTORY_FILE, stored["run"]["epoch"]))
@@ -176,7 +228,27 @@ def _resumed(out_dir: Path, options: TrainOptions) -> _Start:
                 f"from_model {options.from_model} now returns {', '.join(source.input_names)} instead of the "
                 f"{', '.join(setup.inputs)} this run learnt from: start again with overwrite"
             )
-    return _Start(options, setup, stored["normalization"], run, source, stored, tensors)
+    return _Start(options, setup, stored["normalization"], run, source, stored, tensors, finished)
+
+
+def _check_same_patches(
+    stored: dict[str, Any], out_dir: Path, *, frame: pd.DataFrame, patches_path: str | None, digest: str | None
+) -> None:
+    """A resume learns from the patches its run started on: same task, same content (when recorded)."""
+    task = stored["setup"]["task"]
+    tasks = sorted({str(t) for t in frame["task"].unique()}) if "task" in frame else []
+    named = patches_path or "the patches"
+    if tasks and tasks != [task]:
+        raise ConfigError(
+            f"{named} hold {', '.join(tasks)} patches, but the run in {out_dir} learns {task}: resume with the "
+            "run's own patches, or start a new run in another folder"
+        )
+    recorded = stored.get("patches_sha256")
+    if recorded and digest and recorded != digest:
+        raise ConfigError(
+            f"{named} are not the patches the run in {out_dir} started on (their content differs): resume with "
+            "the run's own patches, or start a new run with overwrite"
+        )
 
 
 def _callbacks(out_dir: Path, record: RunRecord) -> list[Callback]:

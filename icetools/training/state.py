@@ -9,10 +9,11 @@ else. Nothing is pickled, so a run directory can be shared without the risk that
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from icetools import __version__
 from icetools.errors import InputFileError, OutputExistsError
 from icetools.inputs import recorded_input_units
 from icetools.io.atomic import atomic_path
+from icetools.io.paths import refuse_overwriting_inputs
 from icetools.jsonsafe import json_safe
 from icetools.modeldir import CONFIG_FILE, WEIGHTS_FILE
 from icetools.tasks import task_spec
@@ -38,13 +40,19 @@ STATE_JSON = "last_state.json"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 STATE_FORMAT = "icetools-train-state/1"
+# What a run writes in its folder (replaced by an overwriting run, never an input of it).
+RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, HISTORY_FILE, CURVES_FILE, STATE_JSON, STATE_WEIGHTS)
 
 
 # --------------------------------------------------------------------------- run directory rules
 
 
-def prepare_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Check that the run may start (or resume) in ``out_dir``; clear what an earlier run wrote."""
+def prepare_dir(out_dir: Path, *, resume: bool, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """Check that the run may start (or resume) in ``out_dir``; clear what an earlier run wrote.
+
+    ``out_dir`` may neither be one of ``inputs`` nor hold one among the files a run replaces.
+    """
+    refuse_overwriting_inputs([out_dir, *(out_dir / name for name in RUN_FILES)], inputs)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(f"{out_dir} exists and is a file: choose a folder for the run")
     if resume:
@@ -58,12 +66,33 @@ def prepare_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
             )
         # Remove only what a run writes: the user may keep notes or configs in the same folder. A
         # refiner's crude/ mosaics stay: they are remade only if their scene or model changed.
-        for name in (WEIGHTS_FILE, CONFIG_FILE, HISTORY_FILE, CURVES_FILE, STATE_JSON, STATE_WEIGHTS):
+        for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
         for folder in out_dir.glob("at_*pct"):
             if folder.is_dir():
                 shutil.rmtree(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def patches_digest(path: str | Path | None) -> str | None:
+    """The patches file's content hash: a resume learns from the very patches its run started on."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def finished_reason(out_dir: Path) -> str | None:
+    """Why the run in ``out_dir`` ended, when it ended by itself (config.json says so); else None."""
+    try:
+        config = json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        reason = (config.get("training") or {}).get("stopped_because")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if reason in (None, "interrupted") else str(reason)
 
 
 def save_at_name(fraction: float) -> str:
@@ -202,6 +231,7 @@ class RunRecord:
         return {
             "format": STATE_FORMAT, "epoch": run.epoch, "options": asdict(self.options), "setup": asdict(self.setup),
             "normalization": self.normalization, "run": run.stored(),
+            "patches_sha256": self.provenance.get("patches_sha256"),
             "rng": {"seed": self.options.seed, "scheme": "torch and the batch sampler reseeded from (seed, epoch)"},
         }
 

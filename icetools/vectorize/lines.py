@@ -251,7 +251,9 @@ def vectorize_lines(
         raise EmptyInputError(
             f"{path}: all {len(lines)} lines are shorter than `min_length` {min_length}; nothing written"
         )
-    return make_frame({"length": lengths[keep]}, georef.to_output(lines[keep]), georef, layer_kind="lines")
+    frame = make_frame({"length": lengths[keep]}, georef.to_output(lines[keep]), georef, layer_kind="lines")
+    frame.attrs["sources"] = [str(path)]  # write_layer never writes over them
+    return frame
 
 
 def lines_from_array(

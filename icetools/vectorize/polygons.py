@@ -487,4 +487,6 @@ def vectorize_polygons(
     columns["mean"] = sums / counts
     columns["area"] = shapely.area(geoms)
     columns["n_pixels"] = counts
-    return make_frame(columns, georef.to_output(geoms), georef, layer_kind="polygons", legend=legend)
+    frame = make_frame(columns, georef.to_output(geoms), georef, layer_kind="polygons", legend=legend)
+    frame.attrs["sources"] = [str(path)]  # write_layer never writes over them
+    return frame
