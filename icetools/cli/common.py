@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from icetools.errors import IcetoolsError
-from icetools.io.atomic import committed_outputs, forget_committed
+from icetools.io.atomic import StopRequested, committed_outputs, forget_committed, request_stop
 
 # soft_wrap: a log line is never broken inside a path, so it can be copied and grepped.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,13 +133,7 @@ def _warnings_as_lines() -> Iterator[None]:
             logging.disable(previous)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C so that the same cleanup runs (staged files removed)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
+Terminated = StopRequested  # SIGTERM or SIGHUP, raised like Ctrl-C so that the same cleanup runs
 
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -148,6 +142,9 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     # Later stop signals are ignored, so that a second `kill` cannot cut the cleanup short.
     for other in _STOP_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
+    # Also remembered: a library that catches the exception inside a callback (GDAL's progress
+    # callbacks do) cannot make the run commit its outputs, since every commit checks the request.
+    request_stop(signum)
     raise Terminated(signum)
 
 
@@ -217,7 +214,7 @@ def guarded(func: F) -> F:
                 _print_details(exc)
             raise fail(str(exc)) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: every staged file is gone by now
-            code = 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+            code = 128 + int(getattr(exc, "signum", signal.SIGINT))
             raise fail(interrupted_message(committed_outputs()), code) from None
         # Usage errors (BadParameter...) keep Click's exit code 2. Typer vendors its own Click, so
         # both Click exception roots are let through; one raised in a command's body gets the

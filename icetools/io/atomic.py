@@ -19,6 +19,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import threading
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -152,8 +153,30 @@ def _replace_folder(tmp: Path, final: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+class StopRequested(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP) raised like Ctrl-C, so that the same cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP: list[int] = []  # the stop signal received, if any
+
+
+def request_stop(signum: int) -> None:
+    """Remember a stop signal: no output is committed after it, even if its exception was swallowed."""
+    _STOP[:] = [signum]
+
+
+def _honour_stop() -> None:
+    if _STOP:
+        raise StopRequested(_STOP[0])
+
+
 def _commit(tmp: Path, final: Path, *, overwrite: bool) -> None:
     """Move ``tmp`` to ``final``; without ``overwrite`` never replace a file that appeared meanwhile."""
+    _honour_stop()
     appeared = OutputExistsError(f"{final} appeared while writing (another run?): it was kept; pass --overwrite to replace it")
     if overwrite:
         if final.is_dir() and not final.is_symlink():
