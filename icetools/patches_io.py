@@ -15,6 +15,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,12 +97,7 @@ def read_patches(path: str | Path) -> "gpd.GeoDataFrame":
     if LAYER not in layers:
         raise DataError(f"{path} has no '{LAYER}' layer (layers: {', '.join(layers) or 'none'}): "
                         "make it with `icetools sample-patches`")
-    frame = pyogrio.read_dataframe(path, layer=LAYER)
-    missing = [c for c in PATCH_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path} layer '{LAYER}' lacks the columns {', '.join(missing)}: "
-                        "was it written by `icetools sample-patches`?")
-    frame["labels"] = frame["labels"].fillna("")
+    frame = _read_layer(path, LAYER, PATCH_COLUMNS)
     metadata = pyogrio.read_info(path, layer=LAYER).get("layer_metadata") or {}
     frame.attrs = {
         "coords": metadata.get(f"{METADATA_PREFIX}coords", "crs" if frame.crs is not None else "pixel"),
@@ -113,15 +109,20 @@ def read_patches(path: str | Path) -> "gpd.GeoDataFrame":
 
 def read_blocks(path: str | Path) -> "gpd.GeoDataFrame | None":
     """The blocks layer (where each split lies); None for a file written before sample-patches wrote it."""
-    import pyogrio
-
     path = Path(path)
     if BLOCK_LAYER not in _layers(path):
         return None
-    frame = pyogrio.read_dataframe(path, layer=BLOCK_LAYER)
-    missing = [c for c in BLOCK_COLUMNS if c not in frame.columns]
+    return _read_layer(path, BLOCK_LAYER, BLOCK_COLUMNS)
+
+
+def _read_layer(path: Path, layer: str, columns: Sequence[str]) -> "gpd.GeoDataFrame":
+    """One layer of a patches file, with the columns sample-patches writes (labels "" when none)."""
+    import pyogrio
+
+    frame = pyogrio.read_dataframe(path, layer=layer)
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"{path} layer '{BLOCK_LAYER}' lacks the columns {', '.join(missing)}: "
+        raise DataError(f"{path} layer '{layer}' lacks the columns {', '.join(missing)}: "
                         "was it written by `icetools sample-patches`?")
     frame["labels"] = frame["labels"].fillna("")
     return frame

@@ -40,15 +40,16 @@ def _connectivity(value: int) -> int:
 
 
 def _checked(parse: Any) -> Any:
-    """A callback running a library parser on the option's text: its ConfigError is a usage error."""
+    """A callback running a library parser on the option's text: its ConfigError or CRSError (a bad
+    --dst-crs) is a usage error."""
 
     def check(value: str | None) -> str | None:
-        from icetools.errors import ConfigError
+        from icetools.errors import ConfigError, CRSError
 
         if value is not None:
             try:
                 parse(value)
-            except ConfigError as exc:
+            except (ConfigError, CRSError) as exc:
                 raise typer.BadParameter(in_flags(str(exc))) from None
         return value
 
@@ -70,17 +71,14 @@ def _length(name: str) -> Any:
     return _checked(parse)
 
 
-def _crs(value: str | None) -> str | None:
-    """--dst-crs must name a CRS, or a file that has one: else a usage error."""
-    from icetools.errors import CRSError
+def _crs_text(value: str) -> None:
+    """--dst-crs must name a CRS, or a file that has one."""
     from icetools.io.crs import crs_from_user_input
 
-    if value is not None:
-        try:
-            crs_from_user_input(value)
-        except CRSError as exc:
-            raise typer.BadParameter(in_flags(str(exc))) from None
-    return value
+    crs_from_user_input(value)
+
+
+_crs = _checked(_crs_text)
 
 
 def _finite(value: float | None) -> float | None:
