@@ -111,7 +111,7 @@ def train_command(
     loss_arg: Annotated[Optional[list[str]], typer.Option("--loss-arg", callback=key_values, help="Loss option KEY=VAL, repeatable; ds_weights=0.1,0.2,0.3,0.4 for unet++.")] = None,
     steps_per_epoch: StepsPerEpoch = None,
     save_at: Annotated[Optional[float], typer.Option("--save-at", callback=open_fraction, help="Also save the model of the epoch that ends at this fraction of the budget (e.g. 0.4 -> at_40pct/).")] = None,
-    thresholds: Annotated[Optional[str], typer.Option("--thresholds", help="Binary: thresholds to sweep, comma-separated (default 0.10..0.90 by 0.05).")] = None,
+    thresholds: Annotated[Optional[str], typer.Option("--thresholds", help="Binary: thresholds to sweep, comma-separated (default 0.10..0.90 by 0.05, then 0.93, 0.95, 0.97, 0.99).")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random flips and 90-degree rotations (default on).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last epoch and its place in the schedule (only --epochs, --time-limit, --patience, --min-steps, --workers, --device, --save-at, --thresholds may change).")] = False,
     no_checks: NoChecks = False,
