@@ -222,3 +222,19 @@ def _write_geolocation(ds, geolocation: str | None, points: Mapping[str, np.ndar
         ds.createVariable("sar_grid2d_longitude", "f8", dims)[:] = GRID2D_LONGITUDE
     elif geolocation is not None:
         raise ValueError(f"unknown geolocation {geolocation!r}")
+
+
+def refuse_file_creation_in(folder: Path, monkeypatch) -> None:
+    """Make creating a file under ``folder`` fail with EACCES, as a read-only folder would: tests run
+    as root here, and root ignores permission bits."""
+    import errno
+    import os
+
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(folder)) and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)

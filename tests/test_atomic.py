@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from fixtures import refuse_file_creation_in
 from scenes import affine_grid
 from typer.testing import CliRunner
 
@@ -67,15 +68,30 @@ def test_rasters_race_through_the_same_commit(tmp_path):
 
 
 def test_two_processes_racing_for_one_output(tmp_path):
+    # Deterministic order, whatever the machine's load: the slow run stages its file and says so
+    # (a marker file); the fast run starts writing only then and commits first; the slow run waits for
+    # that output before it tries to commit.
     code = (
-        "import sys, time\n"
+        "import os, sys, time\n"
         "from icetools.io.atomic import atomic_path\n"
-        "with atomic_path(sys.argv[1], overwrite=False) as tmp:\n"
-        "    tmp.write_text(sys.argv[2]); time.sleep(float(sys.argv[3]))\n"
+        "out, text, role, marker = sys.argv[1:5]\n"
+        "def wait_for(path):\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while not os.path.exists(path) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.02)\n"
+        "if role == 'fast':\n"
+        "    wait_for(marker)\n"
+        "with atomic_path(out, overwrite=False) as tmp:\n"
+        "    tmp.write_text(text)\n"
+        "    if role == 'slow':\n"
+        "        open(marker, 'w').close()\n"
+        "        wait_for(out)\n"
     )
-    out = tmp_path / "o.txt"
-    slow = subprocess.Popen([sys.executable, "-c", code, str(out), "slow", "1.5"], stderr=subprocess.PIPE, text=True)
-    fast = subprocess.run([sys.executable, "-c", code, str(out), "fast", "0"], capture_output=True, text=True)
+    out, marker = tmp_path / "o.txt", tmp_path / "staged"
+    slow = subprocess.Popen([sys.executable, "-c", code, str(out), "slow", "slow", str(marker)],
+                            stderr=subprocess.PIPE, text=True)
+    fast = subprocess.run([sys.executable, "-c", code, str(out), "fast", "fast", str(marker)],
+                          capture_output=True, text=True)
     slow.wait(60)
     assert fast.returncode == 0 and slow.returncode != 0
     assert "appeared while writing" in slow.stderr.read()
@@ -109,14 +125,7 @@ def test_a_read_only_folder_is_one_plain_line(tmp_path, monkeypatch):
     if _can_be_refused():
         folder.chmod(0o555)
     else:  # root ignores permissions: simulate the refusal the kernel would give
-        real_open = os.open
-
-        def refusing_open(path, flags, *args, **kwargs):
-            if str(path).startswith(str(folder)) and flags & os.O_CREAT:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-            return real_open(path, flags, *args, **kwargs)
-
-        monkeypatch.setattr(os, "open", refusing_open)
+        refuse_file_creation_in(folder, monkeypatch)
     try:
         result = runner.invoke(app, ["synth", "sea-ice", str(folder / "s.tif"), "--size", "64"])
     finally:

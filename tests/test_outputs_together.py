@@ -6,6 +6,7 @@ import errno
 import os
 
 import pytest
+from fixtures import refuse_file_creation_in
 from typer.testing import CliRunner
 
 from icetools.cli.app import app
@@ -79,14 +80,7 @@ def test_an_unwritable_quicklook_folder_fails_before_the_long_pass(scene, tmp_pa
 
     folder = tmp_path / "ro"
     folder.mkdir()
-    real_open = os.open
-
-    def refusing_open(path, flags, *args, **kwargs):
-        if str(path).startswith(str(folder)) and flags & os.O_CREAT:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", refusing_open)
+    refuse_file_creation_in(folder, monkeypatch)
     monkeypatch.setattr(inference, "predict_scene", lambda *a, **k: pytest.fail("predicted before checking"))
     result = runner.invoke(app, ["predict", str(scene), "-o", str(tmp_path / "p.tif"),
                                  "--quicklook", str(folder / "look.png"), "-q"])

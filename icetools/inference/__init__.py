@@ -5,9 +5,9 @@ Layers, each importing only those above it:
 - ``windows``: the engine (window plan, weights, strips, rolling accumulator, ``sliding_window_merge``);
   arrays and callables only.
 - ``predictor``: a model and its config.json contract (``Predictor``, ``load_predictor``), refiner pairing.
-- ``mosaic``: the one probability pass over a scene, and the crude mosaic a refiner reads.
+- ``mosaic``: the one probability pass over a scene.
 - ``products``: how merged probabilities become files.
-- ``refinement``: what a refiner reads (crude mosaic + image), its pairing, and when predict falls back.
+- ``refinement``: what a refiner reads (the crude mosaic + image), its pairing, and when predict falls back.
 - ``run``: ``predict_scene(PredictJob)``.
 
 Nothing here imports :mod:`icetools.refine`; the refiner's training imports this package.
@@ -15,12 +15,7 @@ Nothing here imports :mod:`icetools.refine`; the refiner's training imports this
 
 from __future__ import annotations
 
-from icetools.inference.mosaic import (
-    CRUDE_MERGE,
-    crude_band_names,
-    probability_pass,
-    scene_strip_reader,
-)
+from icetools.inference.mosaic import probability_pass, scene_strip_reader
 from icetools.inference.predictor import (
     DEFAULT_TILE,
     Predictor,
@@ -42,6 +37,7 @@ from icetools.inference.products import (
     to_mask,
     to_percent,
 )
+from icetools.inference.refinement import CRUDE_MERGE, crude_band_names
 from icetools.inference.run import MERGES, PredictJob, predict_scene
 from icetools.inference.windows import (
     MergeStats,

@@ -1,20 +1,16 @@
-"""The one probability pass over a scene, and the crude probability mosaic made of it.
+"""The one probability pass over a scene.
 
 Predict runs it to render its products; ``--merge refine`` and the refiner's training both run it
-to write a crude mosaic (K float32 probability bands, overlap-averaged, NaN = no data), so the
-refiner learns from exactly the mosaics it will refine.
+(:mod:`icetools.inference.refinement`) to write a crude mosaic, so the refiner learns from exactly
+the mosaics it will refine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from icetools.errors import DataError
@@ -29,14 +25,8 @@ from icetools.inference.windows import (
     window_weights,
 )
 from icetools.inputs import InputSpec, as_input_spec, read_inputs
-from icetools.io.raster import RasterWriter, base_profile
 from icetools.io.scene import Scene
 from icetools.progress import Progress
-
-if TYPE_CHECKING:
-    from icetools.grid import Grid
-
-CRUDE_MERGE = "average"  # a crude mosaic is overlap-averaged, seams and all, at training and at predict
 
 
 def scene_strip_reader(
@@ -104,36 +94,3 @@ def probability_pass(
             "nothing to predict"
         )
     return stats
-
-
-# --------------------------------------------------------------------------------------------
-# The crude mosaic
-
-
-def crude_band_names(config: Mapping[str, Any], channels: int) -> tuple[str, ...]:
-    """Band names of a crude mosaic: ``probability`` for one channel, ``p_<class>`` for several."""
-    if channels == 1:
-        return ("probability",)
-    names = config.get("class_names")
-    if isinstance(names, list) and len(names) == channels and len(set(map(str, names))) == channels:
-        return tuple(f"p_{name}" for name in names)
-    return tuple(f"p_class{k}" for k in range(channels))
-
-
-@contextlib.contextmanager
-def plain_geotiff(path: Path, grid: Grid, *, count: int, band_names: Sequence[str], tags: Mapping[str, str]) -> Iterator[RasterWriter]:
-    """A plain tiled float32 GeoTIFF written in place: for a temporary file the caller removes.
-
-    Unlike ``open_raster_writer`` there is no COG copy (no overviews, fast DEFLATE): the file
-    lives for one run and is read back strip by strip, never shown.
-    """
-    profile = base_profile(grid, count=count, dtype="float32", nodata=float("nan"))
-    profile["zlevel"] = 1
-    ds = rasterio.open(path, "w", **profile)
-    with ds:
-        if grid.has_gcps:
-            ds.gcps = (list(grid.gcps), grid.gcp_crs)
-        for i, name in enumerate(band_names, start=1):
-            ds.set_band_description(i, name)
-        ds.update_tags(**tags)
-        yield RasterWriter(ds)

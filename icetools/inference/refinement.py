@@ -14,26 +14,63 @@ mosaic instead.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import rasterio
 
 import numpy as np
 
 from icetools.errors import ConfigError
-from icetools.inference.mosaic import CRUDE_MERGE, crude_band_names, plain_geotiff, probability_pass
+from icetools.inference.mosaic import probability_pass
 from icetools.inference.predictor import Predictor, scene_input_spec
 from icetools.inference.windows import MergeStats, WindowPlan
 from icetools.inputs import InputSpec, read_inputs
-from icetools.io.raster import open_raster_writer
+from icetools.io.raster import RasterWriter, base_profile, open_raster_writer
 from icetools.io.scene import Scene
 from icetools.progress import Progress
 
+if TYPE_CHECKING:
+    from icetools.grid import Grid
+
+CRUDE_MERGE = "average"  # a crude mosaic is overlap-averaged, seams and all, at training and at predict
 IMAGE_PREFIX = "image:"
 """Band names of the image channels in a refiner's input raster: ``image:HH``, ``image:cos(phase)``."""
 REFINER_FORMAT = 2
 """``refines.format`` of a residual refiner that reads the image: older refiners are refused."""
+
+
+def crude_band_names(config: Mapping[str, Any], channels: int) -> tuple[str, ...]:
+    """Band names of a crude mosaic: ``probability`` for one channel, ``p_<class>`` for several."""
+    if channels == 1:
+        return ("probability",)
+    names = config.get("class_names")
+    if isinstance(names, list) and len(names) == channels and len(set(map(str, names))) == channels:
+        return tuple(f"p_{name}" for name in names)
+    return tuple(f"p_class{k}" for k in range(channels))
+
+
+@contextlib.contextmanager
+def plain_geotiff(path: Path, grid: Grid, *, count: int, band_names: Sequence[str], tags: Mapping[str, str]) -> Iterator[RasterWriter]:
+    """A plain tiled float32 GeoTIFF written in place: for a temporary file the caller removes.
+
+    Unlike ``open_raster_writer`` there is no COG copy (no overviews, fast DEFLATE): the file
+    lives for one run and is read back strip by strip, never shown.
+    """
+    profile = base_profile(grid, count=count, dtype="float32", nodata=float("nan"))
+    profile["zlevel"] = 1
+    ds = rasterio.open(path, "w", **profile)
+    with ds:
+        if grid.has_gcps:
+            ds.gcps = (list(grid.gcps), grid.gcp_crs)
+        for i, name in enumerate(band_names, start=1):
+            ds.set_band_description(i, name)
+        ds.update_tags(**tags)
+        yield RasterWriter(ds)
 
 
 def image_spec(config: Mapping[str, Any]) -> InputSpec | None:

@@ -19,10 +19,11 @@ from typing import Any
 
 from icetools import __version__
 from icetools.errors import ConfigError
-from icetools.inference.mosaic import CRUDE_MERGE, probability_pass
+from icetools.inference.mosaic import probability_pass
 from icetools.inference.predictor import Predictor, check_pairing, scene_inputs
 from icetools.inference.products import Outputs, extra_path, open_polygon_source, plan_products, source_tags
 from icetools.inference.refinement import (
+    CRUDE_MERGE,
     check_refiner,
     refiner_bands,
     refiner_fallback,

@@ -209,16 +209,18 @@ def atomic_path(path: str | Path, *, overwrite: bool) -> Iterator[Path]:
     final = check_output(path, overwrite=overwrite)
     remove_stale_temporaries(final.parent)
     tmp = temporary_name(final)
-    _probe(tmp, final.parent)
     try:
+        _probe(tmp, final.parent)  # inside: an interruption between its create and unlink leaves nothing
         yield tmp
         identity = _identity(tmp)
-        _commit(tmp, final, overwrite=overwrite)
         if identity is not None:
+            # Recorded before the commit, so an interruption right after it still finds the file;
+            # safe, since a file is only ever removed or listed when its identity matches this one.
             for created in _RUN_CREATED.get():
                 created[final] = identity
             with _COMMITTED_LOCK:
                 _COMMITTED.append((final, identity))
+        _commit(tmp, final, overwrite=overwrite)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
