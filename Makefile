@@ -19,7 +19,7 @@ $(BIN)/icetools: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(FIND_LINKS) $(TORCH_PIN)
-	$(BIN)/pip install --quiet $(FIND_LINKS) -e '.[dev]'
+	$(BIN)/pip install --quiet $(FIND_LINKS) -e '.[dev,distributed]'
 	touch $@
 
 install: $(BIN)/icetools

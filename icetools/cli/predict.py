@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import glob
+import signal
+import traceback
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from icetools.cli.app import app
-from icetools.cli.common import guarded, info, usage_error, warn
+from icetools.cli.common import (
+    STATE, console, fail, guarded, info, interrupted_message, plain_os_error, usage_error, warn,
+)
 from icetools.cli.formats import RASTER_FORMATS, folder_output, is_folder, resolve_output
 from icetools.cli.options import Device, Format, MergeName, NoChecks, Overwrite, Quiet, Verbose, multiple_of_16
-from icetools.errors import ConfigError, InputFileError
-from icetools.io.atomic import check_output, check_writable, removed_on_failure
+from icetools.errors import ConfigError, IcetoolsError, InputFileError
+from icetools.io.atomic import check_output, check_writable
+from icetools.progress import Event, Progress
+
+if TYPE_CHECKING:
+    from icetools.inference.batch import Models, SceneResult, SceneTask
+    from icetools.inference.predictor import Predictor
 
 GLOB_CHARS = set("*?[")
 # Extra products named on the command line: option -> the library's product kind.
@@ -92,6 +105,18 @@ def _band_map(value: str | None) -> str | None:
     return value
 
 
+def _shard(value: str | None) -> str | None:
+    """--shard must read INDEX/COUNT with INDEX in 1..COUNT: else a usage error."""
+    if value is not None:
+        from icetools.inference.batch import parse_shard
+
+        try:
+            parse_shard(value)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 def _extra(option: str, help: str) -> object:
     return typer.Option(option, metavar="PATH", help=help)
 
@@ -121,6 +146,9 @@ def predict_command(
     no_checks: NoChecks = False,
     quicklook: Annotated[Optional[str], typer.Option("--quicklook", metavar="PNG", help="PNG of input and output side by side (a folder of <stem>.png with several scenes: FOLDER/).")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip scenes whose output exists (for reruns).")] = False,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, metavar="N", help="Predict the scenes on a local Dask cluster of N worker processes, one scene each at a time (pip install 'icetools[distributed]').")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="tcp://HOST:PORT", help="Predict the scenes on an existing Dask cluster; its workers must see the scenes, outputs and model at the same paths.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", callback=_shard, help="Predict only shard I of N, counted from 1: every N-th scene of the sorted list, from the I-th (array jobs of a batch system).")] = None,
     overwrite: Overwrite = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -131,62 +159,155 @@ def predict_command(
     the model's threshold; multiclass -> class (+ --probabilities). Each extra product has an option
     naming its path, so a Makefile can name it as a target. Every file appears whole or not at all.
     With --merge refine the products come from the refiner, run over the model's crude mosaic.
+    Several scenes: a failed one is named in one line, the others go on, and the exit status is 1.
     """
-    from icetools.cli.progress import EventBars
-    from icetools.inference import PredictJob, default_model_dir, load_predictor, predict_scene
-    from icetools.quicklook import write_quicklook
+    from icetools.inference.batch import SceneTask
 
     if (merge == "refine") != (refiner is not None):
         raise usage_error(
             "--merge refine needs --refiner REFINER_DIR" if refiner is None
             else f"--refiner applies to --merge refine only, not --merge {merge}: drop one of them"
         )
+    if jobs is not None and scheduler is not None:
+        raise usage_error("--jobs starts a local Dask cluster, --scheduler names a running one: give one of them")
     paths, globbed = expand_scenes(scenes)
     several = globbed or len(paths) > 1
     named = {"--ice-water-out": ice_water_out, "--mask-out": mask_out, "--polygon-sic-out": polygon_sic_out,
              "--probabilities-out": probabilities_out}
     extras = extra_paths(named, several=several or is_folder(output), polygons=polygons)
-    jobs = plan_outputs(paths, output, quicklook, folder=several, fmt=fmt)
-    if skip_existing:
-        skipped = [scene for scene, out, _ in jobs if out.exists()]
-        for scene in skipped:
-            info(f"skip {scene}: its output exists")
-        jobs = [job for job in jobs if job[0] not in skipped]
-    if not jobs:
+    tasks = [SceneTask(*job) for job in plan_outputs(paths, output, quicklook, folder=several, fmt=fmt)]
+    tasks = select_tasks(tasks, shard=shard, skip_existing=skip_existing)
+    if not tasks:
         return
-    for _, _, png in jobs:
-        if png is not None:  # an unwritable quicklook fails now, not after the long pass
-            check_writable(check_output(png, overwrite=overwrite))
+    for task in tasks:
+        if task.quicklook is not None:  # an unwritable quicklook fails now, not after the long pass
+            check_writable(check_output(task.quicklook, overwrite=overwrite))
+    on_dask = jobs is not None or scheduler is not None
+    models, predictors = load_models(model_dir, refiner, device, bands, on_dask=on_dask)
+    options = {
+        "tile": tile, "overlap": overlap, "merge": merge, "batch": batch, "percent": percent, "polygons": polygons,
+        "ice_water": ice_water, "probabilities": probabilities, "overwrite": overwrite, "extra_paths": extras,
+        "checks": not no_checks,
+    }
+    failed = run_scenes(tasks, models, options, jobs=jobs, scheduler=scheduler, predictors=predictors)
+    if failed:
+        raise fail(f"{failed} of {len(tasks)} scenes failed (named above); {len(tasks) - failed} written")
+
+
+def run_scenes(
+    tasks: list[SceneTask], models: Models, options: dict[str, object], *, jobs: int | None, scheduler: str | None,
+    predictors: tuple[Predictor, Predictor | None] | None,
+) -> int:
+    """Predict the scenes, here or on Dask, with their progress bars and lines; how many failed.
+
+    Here each scene has its bar of windows; on Dask one bar counts the scenes done. An interrupted
+    Dask run names the outputs its workers finished (this process's own record has none of them).
+    """
+    from icetools.cli.progress import EventBars
+    from icetools.inference.batch import predict_scenes
+
+    on_dask = jobs is not None or scheduler is not None
+    written: list[Path] = []
+    try:
+        with EventBars({"scenes": "scenes"} if on_dask else None, rate_unit=None if on_dask else "windows/s") as bars:
+            with closing(predict_scenes(tasks, models, options, jobs=jobs, scheduler=scheduler, predictors=predictors,
+                                        progress=bars if on_dask else _bar_per_scene(bars))) as results:
+                return report_results(results, single=len(tasks) == 1, written=written)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
+        if not on_dask:
+            raise  # the error edge names what this process wrote
+        message = interrupted_message(written)
+        if scheduler is not None:
+            message += "; scenes already running on the cluster finish there"
+        raise fail(message, 128 + int(getattr(exc, "signum", signal.SIGINT))) from None
+
+
+def select_tasks(tasks: list[SceneTask], *, shard: str | None, skip_existing: bool) -> list[SceneTask]:
+    """The scenes of this run: those of its shard, less those already predicted with --skip-existing."""
+    from icetools.inference.batch import parse_shard, shard as shard_of
+
+    if shard is not None:
+        index, count = parse_shard(shard)
+        total = len(tasks)
+        tasks = shard_of(tasks, index, count, key=lambda task: str(task.scene))
+        info(f"shard {index}/{count}: {len(tasks)} of {total} scenes")
+    if skip_existing:
+        for task in tasks:
+            if task.output.exists():
+                info(f"skip {task.scene}: its output exists")
+        tasks = [task for task in tasks if not task.output.exists()]
+    return tasks
+
+
+def load_models(
+    model_dir: Path | None, refiner: Path | None, device: str, bands: str | None, *, on_dask: bool
+) -> tuple[Models, tuple[Predictor, Predictor | None] | None]:
+    """The run's models as directories, loaded here once so that a bad model or --bands is one line
+    before any scene starts; the loaded models too when the scenes are predicted here."""
+    from icetools.inference import default_model_dir
+    from icetools.inference.batch import Models
+    from icetools.inputs import check_band_map, parse_band_map
+
     if model_dir is None:
         try:
             model_dir = default_model_dir()
         except ConfigError:
             raise ConfigError("no default model is installed: pass -m MODEL_DIR") from None
-    predictor = load_predictor(model_dir, device)
+    band_map = parse_band_map(bands) if bands else {}
+    models = Models(model_dir, refiner, device, tuple(band_map.items()))
+    predictors = models.load("cpu" if on_dask else None)  # Dask workers load their own, on their device
     if bands:
-        from icetools.inputs import check_band_map, parse_band_map
-
-        predictor.band_map = parse_band_map(bands)
         try:
-            check_band_map(predictor.band_map, predictor.inputs or ())
+            check_band_map(band_map, predictors[0].inputs or ())
         except ConfigError as exc:
             raise usage_error(f"--{exc}") from None
-    refiner_predictor = load_predictor(refiner, device) if refiner is not None else None
-    input_band = predictor.band_map.get(predictor.inputs[0], predictor.inputs[0]) if predictor.inputs else None
-    for scene, out, png in jobs:
-        job = PredictJob(
-            scene, out, predictor, refiner=refiner_predictor, tile=tile, overlap=overlap, merge=merge, batch=batch,
-            percent=percent, polygons=polygons, ice_water=ice_water, probabilities=probabilities, overwrite=overwrite,
-            extra_paths=extras, checks=not no_checks,
-        )
-        with removed_on_failure():  # a scene's products and its quicklook appear together or not at all
-            with EventBars({"windows": scene.name}, rate_unit="windows/s") as bars:
-                summary = predict_scene(job, progress=bars)
-            if png is not None:
-                write_quicklook(scene, out, png, input_band=input_band, overwrite=overwrite)
-        for message in summary["warnings"]:  # e.g. a refiner that failed its validation: averaging instead
-            warn(message)
+    return models, None if on_dask else predictors
+
+
+def report_results(results: Iterable[SceneResult], *, single: bool, written: list[Path] | None = None) -> int:
+    """One line per scene as it finishes: its figures, or its error; the number of scenes that failed.
+    A single scene's error is raised as it is (the usual one-line error and exit status). The
+    products of each scene done are added to ``written``."""
+    failed = 0
+    for result in results:
+        if result.error is not None:
+            if single:
+                raise result.error
+            failed += 1
+            console.print(f"[bold red]error:[/] {escape(scene_error_line(result))}")
+            continue
+        for message in result.warnings:  # e.g. a refiner that failed its validation: averaging instead
+            warn(escape(message))
+        summary = result.summary or {}
+        if written is not None:
+            written += [Path(path) for path in summary.get("outputs", [])]
+            written += [result.task.quicklook] if result.task.quicklook is not None else []
         info(
-            f"{out}: {summary['windows']} windows, {summary['megapixels_per_second']:.2f} Mpx/s, "
-            f"{summary['seconds']:.1f} s on {summary['device']}"
+            f"{escape(str(result.task.output))}: {summary['windows']} windows, "
+            f"{summary['megapixels_per_second']:.2f} Mpx/s, {summary['seconds']:.1f} s on {summary['device']}"
         )
+    return failed
+
+
+def scene_error_line(result: SceneResult) -> str:
+    """A failed scene in one line that names it, as the error edge words a command's error."""
+    error = result.error
+    if isinstance(error, IcetoolsError):
+        message = str(error)
+    else:
+        first = str(error).splitlines()[0] if str(error) else ""
+        message = plain_os_error(error) or f"{type(error).__name__}: {first} (internal error; rerun with -v for the traceback)"
+        if STATE["verbosity"] > 0 and error is not None:
+            traceback.print_exception(type(error), error, error.__traceback__)
+    return message if result.task.scene.name in message else f"{result.task.scene}: {message}"
+
+
+def _bar_per_scene(bars: Progress) -> Progress:
+    """Each scene's windows on a bar of its own, labelled with the scene's name."""
+    from icetools.inference.windows import WINDOWS_STAGE
+
+    def forward(event: Event) -> None:
+        if event.stage == WINDOWS_STAGE:
+            bars(replace(event, stage=str(event.info.get("scene", event.stage))))
+
+    return forward
