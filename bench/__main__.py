@@ -11,7 +11,10 @@ import os
 import sys
 import time
 
-MODULES = ("bench_layout", "bench_foundation", "bench_sampling", "bench_train", "bench_predict", "bench_vectorize", "bench_fctl", "bench_skill")
+MODULES = (
+    "bench_layout", "bench_foundation", "bench_sampling", "bench_train", "bench_predict", "bench_scenes", "bench_vectorize", "bench_fctl",
+    "bench_skill", "bench_xarray", "bench_gpu", "bench_ddp",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -113,7 +113,7 @@ def _predict(scene: Path, model_dir: Path, output: Path, **options: Any) -> tupl
     from icetools.inference import PredictJob, predict_scene
 
     start = time.perf_counter()
-    predict_scene(PredictJob(scene, output, _predictor(model_dir), **options))
+    predict_scene(PredictJob(scene, output, _predictor(model_dir), **{"merge": "average", **options}))  # the averaging it names
     seconds = time.perf_counter() - start
     return _scores(evaluate(output, _labels(scene))), seconds
 

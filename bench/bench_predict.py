@@ -103,7 +103,7 @@ def throughput(workdir: Path) -> list[tuple[str, str]]:
     warm = np.zeros((BATCH, 2, TILE, TILE), dtype="float32")
     predictor(warm)  # kernels chosen, memory pools filled: neither timing pays for it
     summary = predict_scene(
-        PredictJob(scene, workdir / "sic.tif", predictor, tile=TILE, overlap=OVERLAP, batch=BATCH, overwrite=True)
+        PredictJob(scene, workdir / "sic.tif", predictor, tile=TILE, overlap=OVERLAP, merge="average", batch=BATCH, overwrite=True)
     )
     wall = summary["seconds"]
     n = summary["windows_predicted"]
@@ -136,7 +136,7 @@ def child(mode: str, scene: str, model_dir: str, output: str) -> None:
     predictor = load_predictor(model_dir, "auto")
     start = time.perf_counter()
     if mode == "streamed":
-        predict_scene(PredictJob(scene, output, predictor, tile=TILE, overlap=OVERLAP, batch=BATCH, overwrite=True))
+        predict_scene(PredictJob(scene, output, predictor, tile=TILE, overlap=OVERLAP, merge="average", batch=BATCH, overwrite=True))
     else:
         whole_scene_sliding_window(scene, predictor, output)
     print(json.dumps({"seconds": time.perf_counter() - start}))

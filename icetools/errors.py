@@ -37,3 +37,7 @@ class ConfigError(IcetoolsError):
 
 class DataError(IcetoolsError):
     """Input values are unusable (non-numeric attribute, all-NaN scene, wrong band count...)."""
+
+
+class OutputWriteError(IcetoolsError):
+    """An output could not be written whole: the disk refused a write, or the file does not read back."""

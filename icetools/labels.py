@@ -30,6 +30,9 @@ class LabelReader:
         self.scene = scene
         self.labels = labels
         self._lut: np.ndarray | None = None
+        self._listed: np.ndarray | None = None  # listed[id]: the chart's polygon_codes has a row for id
+        self.unlisted_ids: set[int] = set()  # chart ids read so far that polygon_codes lacks
+        self.unlisted_pixels = 0
         if labels is not None:
             if not scene.grid.same_pixels_as(labels.grid):
                 raise CRSError(
@@ -64,9 +67,11 @@ class LabelReader:
             table = scene.polygon_table()
             size = max(table, default=0) + 1
             self._lut = np.full(size, np.nan, dtype="float32")
+            self._listed = np.zeros(size, dtype=bool)
             for poly_id, polygon in table.items():
                 if poly_id >= 0:
                     self._lut[poly_id] = polygon.sic
+                    self._listed[poly_id] = True
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -81,9 +86,24 @@ class LabelReader:
             sic = self.scene.read(["SIC"], window)[0]
         else:
             inside = (ids >= 0) & (ids < self._lut.size)
-            sic = np.where(inside, self._lut[np.clip(ids, 0, self._lut.size - 1)], np.float32(np.nan))
+            clipped = np.clip(ids, 0, self._lut.size - 1)
+            sic = np.where(inside, self._lut[clipped], np.float32(np.nan))
+            unlisted = (ids > 0) & ~(inside & self._listed[clipped])
+            if unlisted.any():
+                self.unlisted_ids.update(np.unique(ids[unlisted]).tolist())
+                self.unlisted_pixels += int(np.count_nonzero(unlisted))
         sic = np.where(ids > 0, sic, np.float32(np.nan))
         return np.stack([ids.astype("float32"), sic.astype("float32")])
+
+    def unlisted_message(self) -> str | None:
+        """What the windows read so far showed of chart polygons that the polygon_codes table lacks
+        (they count as uncharted); None when there were none."""
+        if not self.unlisted_ids:
+            return None
+        ids = sorted(self.unlisted_ids)
+        shown = ", ".join(map(str, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        return (f"{self.scene.path.name}: {len(ids)} polygon id(s) of its chart have no row in its polygon_codes "
+                f"table ({shown}): their {self.unlisted_pixels} pixels are left uncharted")
 
     def masks(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(valid, foreground) from the labels alone; the scene's own validity is combined by the caller."""

@@ -93,6 +93,17 @@ class SICAccumulator:
         self.n = n_total
         self._ss_res += float(((p - t) ** 2).sum())
 
+    def merge(self, other: SICAccumulator) -> None:
+        """Add another accumulator's pixels (Chan et al.'s pairwise update of the truth's spread)."""
+        if other.n == 0:
+            return
+        n_total = self.n + other.n
+        delta = other._truth_mean - self._truth_mean
+        self._truth_m2 += other._truth_m2 + delta * delta * self.n * other.n / n_total
+        self._truth_mean += delta * other.n / n_total
+        self.n = n_total
+        self._ss_res += other._ss_res
+
     def result(self) -> dict[str, float | int]:
         """``{"r2", "rmse", "n"}``; r2 is NaN for a constant truth, both are NaN when n = 0."""
         if self.n == 0:
@@ -135,6 +146,19 @@ class PolygonAccumulator:
             )
         self._sum += np.bincount(ids, weights=pred[keep], minlength=size)
         self._count += np.bincount(ids, minlength=size)
+
+    def merge(self, other: PolygonAccumulator, *, renumber: NDArray[np.int64] | None = None) -> None:
+        """Add another accumulator's sums; ``renumber[i]`` is this accumulator's id for its id ``i``."""
+        ids = np.flatnonzero(other._count)
+        if ids.size == 0:
+            return
+        target = ids if renumber is None else np.asarray(renumber, dtype=np.int64)[ids]
+        size = int(target.max()) + 1
+        if size > self._sum.size:
+            self._sum = np.concatenate([self._sum, np.zeros(size - self._sum.size)])
+            self._count = np.concatenate([self._count, np.zeros(size - self._count.size, dtype=np.int64)])
+        np.add.at(self._sum, target, other._sum[ids])
+        np.add.at(self._count, target, other._count[ids])
 
     def means(self) -> dict[int, float]:
         """Mean prediction of every polygon that had at least one valid pixel."""
@@ -512,6 +536,12 @@ class ConfusionAccumulator:
             truth_labels * self.n_classes + pred_labels, minlength=self.n_classes**2
         )
         self._matrix += flat.reshape(self.n_classes, self.n_classes)
+
+    def merge(self, other: ConfusionAccumulator) -> None:
+        """Add another accumulator's counts (one process's share of the same classes)."""
+        if other.n_classes != self.n_classes:
+            raise ValueError(f"cannot merge {other.n_classes}-class counts into {self.n_classes}-class ones")
+        self._matrix += other._matrix
 
     def result(self) -> dict[str, float | list[float]]:
         """``{"miou", "f1", "f1_weighted", "accuracy", "per_class_iou"}``; f1 is the macro mean.

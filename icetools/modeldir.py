@@ -22,7 +22,7 @@ import numpy as np
 
 from icetools.errors import ConfigError, InputFileError
 from icetools.inputs import InputSpec
-from icetools.io.atomic import atomic_path
+from icetools.io.atomic import atomic_path, committed_together
 from icetools.jsonsafe import json_safe
 from icetools.models.registry import MODEL_NAMES, WEIGHT_INIT_ARGS, build_model, model_spec
 from icetools.tasks import SIC, check_task
@@ -36,7 +36,8 @@ CONFIG_FILE = "config.json"
 
 
 def save_model_dir(directory: str | Path, model: nn.Module, config: Mapping[str, Any] | ModelConfig) -> None:
-    """Write the weights, then the config, each atomically; create ``directory`` if needed.
+    """Write the weights and the config as one unit (both move into place, or neither); create
+    ``directory`` if needed.
 
     ``config["model"]`` defaults to the model's own spec; one given by the caller must describe
     the same architecture. The caller's dict is not modified.
@@ -55,10 +56,11 @@ def save_model_dir(directory: str | Path, model: nn.Module, config: Mapping[str,
 
     from safetensors.torch import save_file
 
-    with atomic_path(directory / WEIGHTS_FILE, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    with atomic_path(directory / CONFIG_FILE, overwrite=True) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with committed_together():
+        with atomic_path(directory / WEIGHTS_FILE, overwrite=True) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        with atomic_path(directory / CONFIG_FILE, overwrite=True) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -127,7 +129,8 @@ class ModelConfig:
       windows a context model reads), ``class_names`` (multiclass), ``threshold`` (binary) and
       ``threshold_sweep`` (how it was chosen).
     - ``refines``: set on a refiner: the model whose crude masks it redraws (a mapping).
-    - ``training``, ``provenance``, ``icetools_version``: a record of the run, for people.
+    - ``training``, ``provenance``, ``icetools_version``: a record of the run, for people
+      (``training.world_size``: the processes it trained in, 1 without torchrun).
     - ``extra``: any other key, kept as found so that newer files survive a read-write round trip.
 
     A key that is absent in the file is None here and absent again in :meth:`to_dict`.

@@ -41,7 +41,7 @@ from rasterio.windows import Window
 
 from icetools.errors import ConfigError, DataError
 from icetools.grid import Grid
-from icetools.io.checks import check_scenes
+from icetools.io.checks import check_labels, check_scenes
 from icetools.io.scene import Scene, open_scene
 from icetools.labels import open_labels
 from icetools.patches_io import BLOCK_COLUMNS, CELL, PATCH_COLUMNS, SPLITS
@@ -136,6 +136,9 @@ def scan_scene(
                 foreground[row : row + v.shape[0]] = block_reduce(label_fg & ok, (CELL, CELL), np.sum)
                 strips_done += 1
                 report(progress, "scan", strips_done, strips_total)
+            unlisted = reader.unlisted_message()
+            if unlisted is not None:
+                warnings.warn(unlisted, UserWarning, stacklevel=2)
         finally:
             if reader.labels is not None:
                 reader.labels.close()
@@ -349,6 +352,7 @@ def sample_patches_and_blocks(
     )
     if checks:
         check_scenes(scenes)
+        check_labels(labels)
     cells = _scan_all(scenes, labels, size=size, progress=progress)
 
     rng = np.random.default_rng(seed)
@@ -363,6 +367,8 @@ def sample_patches_and_blocks(
         cells, rng, size=size, n=n, min_unseen=min_unseen, max_empty=max_empty, max_invalid=max_invalid,
         max_rejects=max_rejects, progress=progress,
     )
+    if not accepted:
+        raise _nothing_sampled(stats, size=size, max_invalid=max_invalid, min_unseen=min_unseen)
     params = {
         "size": size, "n": n, "seed": seed, "min_unseen": min_unseen, "max_empty": max_empty,
         "max_invalid": max_invalid, "max_rejects": max_rejects, "split_by": split_by, "split_by_used": used_split,
@@ -453,6 +459,24 @@ def _draw(
         "stop_reason": stop, "candidates": candidates, "rejected": rejected, "empty_windows": empty_taken,
         "accepted": len(accepted),
     }
+
+
+def _nothing_sampled(stats: dict, *, size: int, max_invalid: float, min_unseen: float) -> DataError:
+    """Zero patches is no result: say which rule turned every window away and what to change."""
+    rejected = stats["rejected"]
+    worst = max(rejected, key=rejected.get)
+    advice = {
+        "invalid": f"held too many invalid pixels (land, nodata or uncharted; at most {max_invalid:.0%} allowed): "
+                   "use a smaller patch size or a larger max_invalid",
+        "empty": "held no foreground: allow empty patches (max_empty) or check the labels",
+        "split": "straddled two split regions: use larger blocks (block_size) or a smaller patch size",
+        "seen": f"overlapped earlier patches (less than {min_unseen:.0%} unseen): lower min_unseen",
+    }[worst]
+    counts = ", ".join(f"{reason} {count}" for reason, count in rejected.items() if count)
+    return DataError(
+        f"no {size}-pixel patch could be sampled: all {stats['candidates']} candidate windows were rejected "
+        f"({counts}); most {advice}"
+    )
 
 
 def _judge(

@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from icetools.errors import DataError
+
 CODE_FIELDS = ("CT", "CA", "SA", "FA", "CB", "SB", "FB", "CC", "SC", "FC", "CN", "CD", "CF")
 OPEN_WATER_CODES = {0, 1, 2, 55, 98}
 UNKNOWN_CODES = {99, -9}
@@ -149,11 +151,13 @@ def parse_polygon_codes(
         raise ValueError("polygon_codes header has no 'poly_id' column")
     table: dict[int, ChartPolygon] = {}
     undefined: Counter[str] = Counter()
+    rows_of: dict[int, set[str]] = {}
     for row in decoded[1:]:
         values = dict(zip(header, (v.strip() for v in row.split(";"))))
         pid = _as_int(values.get("poly_id"))
         if pid is None:
             continue
+        rows_of.setdefault(pid, set()).add(";".join(v for k, v in values.items() if k != "poly_id"))
         ptype = values.get("POLY_TYPE") or None
         table[pid] = ChartPolygon(
             poly_id=pid,
@@ -162,8 +166,21 @@ def parse_polygon_codes(
             sic=decode_ct(values.get("CT"), ptype, convention=convention),
         )
         undefined += undefined_ct_codes([values.get("CT")], [ptype])
+    _refuse_conflicting_rows(rows_of, source)
     warn_undefined_ct(undefined, source)
     return table
+
+
+def _refuse_conflicting_rows(rows_of: Mapping[int, set[str]], source: str) -> None:
+    """One polygon id with rows of different codes: which row holds is anyone's guess (a table whose
+    id column repeats one value would otherwise chart the whole scene with one polygon's codes)."""
+    conflicting = sorted(pid for pid, rows in rows_of.items() if len(rows) > 1)
+    if conflicting:
+        worst = max(conflicting, key=lambda pid: len(rows_of[pid]))
+        raise DataError(
+            f"{source} gives {len(conflicting)} poly_id(s) several rows with different codes (e.g. poly_id "
+            f"{worst} in {len(rows_of[worst])} rows): each polygon needs exactly one row; the table is damaged"
+        )
 
 
 def format_polygon_codes(polygons: Iterable[Mapping[str, object]]) -> list[str]:

@@ -21,6 +21,10 @@ Why it works this way:
   resumed run repeats an uninterrupted one whatever the number of workers.
 * **One scene per batch.** With ``by_scene`` every batch comes from one scene (chosen by its valid train
   area), so ``collate(pool="scene")`` pools each polygon over all the batch's windows.
+* **Several processes.** Under torchrun each step's batch is drawn once for all ``world_size`` processes
+  (``world_size x batch_size`` windows, from the same ``(seed, epoch)`` stream on every process) and each
+  process takes its near-equal part (:func:`rank_share`): together they step on the one-process epoch at
+  the larger batch, no window twice, ``samples_per_epoch`` in all, and every process takes as many steps.
 """
 
 from __future__ import annotations
@@ -373,25 +377,32 @@ class RandomWindowSampler(Sampler):
 
     Batches are near-equal (1000 samples at batch size 8: 125 x 8; 17 at 8: 6 + 6 + 5). With
     ``by_scene`` each batch comes from one scene drawn by its valid train area; otherwise every window
-    draws its own scene. Items are :data:`WindowItem` tuples.
+    draws its own scene. Items are :data:`WindowItem` tuples. Process ``rank`` of ``world_size`` gets
+    its part of batches drawn for all of them (see the module docstring).
     """
 
     def __init__(
-        self, regions: TrainRegions, batch_size: int, *, samples_per_epoch: int, by_scene: bool = True, seed: int = 0
+        self, regions: TrainRegions, batch_size: int, *, samples_per_epoch: int, by_scene: bool = True, seed: int = 0,
+        rank: int = 0, world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        if samples_per_epoch < 1:
-            raise ConfigError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
+        if samples_per_epoch < world_size:
+            raise ConfigError(
+                f"samples_per_epoch must be >= {world_size} (one per process), got {samples_per_epoch}"
+            )
         self.regions, self.batch_size, self.samples_per_epoch = regions, batch_size, samples_per_epoch
         self.by_scene, self.seed = by_scene, seed
+        self.rank, self.world_size = _checked_rank(rank, world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.batch_size)
+        """Steps per epoch; each batch holds at least one window per process."""
+        return min(math.ceil(self.samples_per_epoch / (self.batch_size * self.world_size)),
+                   self.samples_per_epoch // self.world_size)
 
     def batch_sizes(self) -> list[int]:
         n_batches = len(self)
@@ -412,7 +423,8 @@ class RandomWindowSampler(Sampler):
                 where = np.flatnonzero(scenes == scene)
                 rows[where], cols[where], _ = self.regions.draw(int(scene), where.size, rng)
             seeds = rng.integers(2**31, size=size)
-            yield [(int(s), int(r), int(c), int(a)) for s, r, c, a in zip(scenes, rows, cols, seeds)]
+            items = [(int(s), int(r), int(c), int(a)) for s, r, c, a in zip(scenes, rows, cols, seeds)]
+            yield rank_share(items, self.rank, self.world_size)
 
 
 class RandomWindowDataset(WindowDataset):
@@ -445,15 +457,18 @@ def make_window_loader(
     workers: int = 1,
     seed: int = 0,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader of fresh windows; call ``loader.batch_sampler.set_epoch(e)`` before each epoch.
 
-    ``pool="scene"`` draws every batch from one scene so that ``collate`` pools polygons across it.
+    ``pool="scene"`` draws every batch from one scene so that ``collate`` pools polygons across it;
+    ``rank`` and ``world_size`` give one process of several its part of each step's windows.
     """
     if dataset.scenes != regions.scenes or dataset.size != regions.size:
         raise ConfigError("the dataset was not built from these regions: use regions.scenes and regions.size")
     sampler = RandomWindowSampler(regions, batch_size, samples_per_epoch=samples_per_epoch,
-                                  by_scene=pool == "scene", seed=seed)
+                                  by_scene=pool == "scene", seed=seed, rank=rank, world_size=world_size)
     return batch_loader(dataset, sampler, pool=pool, workers=workers, pin_memory=pin_memory)
 
 
@@ -469,6 +484,8 @@ def make_train_loader(
     pin_memory: bool = False,
     foreground_share: float | None = None,
     progress: Progress | None = None,
+    rank: int = 0,
+    world_size: int = 1,
     **dataset_options: Any,
 ) -> DataLoader:
     """The training loader of a patches file: fresh windows in its train blocks, or its fixed train patches.
@@ -477,18 +494,79 @@ def make_train_loader(
     the fixed train windows, ``samples_per_epoch`` then unused. ``dataset_options`` are
     :class:`icetools.data.WindowDataset`'s (inputs, normalization, task, augment, context_scales,
     input_scenes, window_axis). Either way, call ``loader.batch_sampler.set_epoch(e)`` before epoch ``e``.
+    Process ``rank`` of ``world_size`` gets its part of every step's batch, drawn for all of them.
     """
     if blocks is None:
         dataset = PatchDataset(frame, "train", seed=seed, **dataset_options)
-        return make_loader(dataset, batch_size=batch_size, pool=pool, shuffle=True, workers=workers, seed=seed,
-                           pin_memory=pin_memory)
+        loader = make_loader(dataset, batch_size=batch_size * world_size, pool=pool, shuffle=True, workers=workers,
+                             seed=seed, pin_memory=pin_memory)
+        return rank_loader(loader, rank, world_size)
     regions = train_regions(frame, blocks, foreground_share=foreground_share, progress=progress)
     dataset = RandomWindowDataset(regions.scenes, size=regions.size, seed=seed, **dataset_options)
     return make_window_loader(dataset, regions, batch_size=batch_size, samples_per_epoch=samples_per_epoch, pool=pool,
-                              workers=workers, seed=seed, pin_memory=pin_memory)
+                              workers=workers, seed=seed, pin_memory=pin_memory, rank=rank, world_size=world_size)
+
+
+# --- one process's part of batches drawn for several ----------------------------------------------------
+
+
+def _checked_rank(rank: int, world_size: int) -> tuple[int, int]:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} of {world_size} processes: give 0 <= rank < world_size")
+    return rank, world_size
+
+
+def rank_share(batch: Sequence[Any], rank: int, world_size: int) -> list[Any]:
+    """Process ``rank``'s near-equal part of a batch drawn for ``world_size`` processes (the parts differ
+    by at most one item and together are the batch). A batch of fewer items than processes, which only
+    a fixed-window epoch can make (a scene with fewer train windows than processes), lends the processes
+    left without one an item of the batch again, since every process must take the step."""
+    n = len(batch)
+    if n < world_size:
+        return [batch[rank % n]] if n else []
+    return list(batch[n * rank // world_size : n * (rank + 1) // world_size])
+
+
+class RankShares(Sampler):
+    """Process ``rank``'s parts of the batches of ``batches`` (drawn for all ``world_size`` processes)."""
+
+    def __init__(self, batches: Sampler, rank: int, world_size: int) -> None:
+        self.batches = batches
+        self.rank, self.world_size = _checked_rank(rank, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for batch in self.batches:
+            yield rank_share(batch, self.rank, self.world_size)
+
+
+def with_batch_sampler(loader: DataLoader, batch_sampler: Sampler) -> DataLoader:
+    """``loader`` (from :func:`icetools.data.batch_loader`) with another batch sampler, all else kept."""
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        persistent_workers=loader.persistent_workers,
+        pin_memory=loader.pin_memory,
+        prefetch_factor=loader.prefetch_factor,
+    )
+
+
+def rank_loader(loader: DataLoader, rank: int, world_size: int) -> DataLoader:
+    """``loader`` whose batches are drawn for ``world_size`` processes, giving process ``rank`` its part."""
+    if world_size == 1:
+        return loader
+    return with_batch_sampler(loader, RankShares(loader.batch_sampler, rank, world_size))
 
 
 __all__ = [
-    "DEFAULT_FOREGROUND_SHARE", "RandomWindowDataset", "RandomWindowSampler", "TrainArea", "TrainRegions",
-    "WindowItem", "make_train_loader", "make_window_loader", "train_regions",
+    "DEFAULT_FOREGROUND_SHARE", "RandomWindowDataset", "RandomWindowSampler", "RankShares", "TrainArea",
+    "TrainRegions", "WindowItem", "make_train_loader", "make_window_loader", "rank_loader", "rank_share",
+    "train_regions", "with_batch_sampler",
 ]

@@ -159,3 +159,114 @@ def test_gdal_messages_without_errno_are_recognised():
     assert "no space left" in plain_os_error(gdal)
     assert plain_os_error(ValueError("x")) is None
     assert plain_os_error(OSError("something else")) is None
+
+
+# --------------------------------------------------------------------------- files committed together
+
+
+def test_files_written_together_appear_together_or_not_at_all(tmp_path):
+    from icetools.io.atomic import committed_together
+
+    (tmp_path / "weights").write_text("epoch 1")
+    (tmp_path / "state").write_text("epoch 1")
+    with pytest.raises(OSError):
+        with committed_together():
+            with atomic_path(tmp_path / "weights", overwrite=True) as tmp:
+                tmp.write_text("epoch 2")
+            assert (tmp_path / "weights").read_text() == "epoch 1"  # staged, not yet in place
+            with atomic_path(tmp_path / "state", overwrite=True) as tmp:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    # The failed epoch left nothing: the earlier pair stays, and no staged file either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "weights"]
+    assert {(tmp_path / n).read_text() for n in ("weights", "state")} == {"epoch 1"}
+
+    with committed_together():
+        with committed_together():  # an inner block joins the outer one
+            with atomic_path(tmp_path / "weights", overwrite=True) as tmp:
+                tmp.write_text("epoch 2")
+        assert (tmp_path / "weights").read_text() == "epoch 1"
+        with atomic_path(tmp_path / "state", overwrite=True) as tmp:
+            tmp.write_text("epoch 2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "weights"]
+    assert {(tmp_path / n).read_text() for n in ("weights", "state")} == {"epoch 2"}
+
+
+def test_a_name_taken_meanwhile_fails_the_group_before_any_move(tmp_path):
+    from icetools.io.atomic import committed_together
+
+    with pytest.raises(OutputExistsError, match="appeared while writing"):
+        with committed_together():
+            with atomic_path(tmp_path / "a", overwrite=False) as tmp:
+                tmp.write_text("mine")
+            with atomic_path(tmp_path / "b", overwrite=False) as tmp:
+                tmp.write_text("mine")
+            (tmp_path / "b").write_text("another run's")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert (tmp_path / "b").read_text() == "another run's"
+
+
+def test_a_full_disk_names_the_output_not_its_temporary_name(tmp_path):
+    out = tmp_path / "out.json"
+    for raised in (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),  # a writer that names no file
+                   None):  # one that names the file it wrote: the temporary one
+        with pytest.raises(OSError) as caught:
+            with atomic_path(out, overwrite=False) as tmp:
+                raise raised or OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(out)
+    # Libraries that say it without an OSError: safetensors (Rust), SQLite through GDAL.
+    for message in ("Error while serializing: I/O error: No space left on device (os error 28)",
+                    "sqlite3_exec(COMMIT) failed: database or disk is full"):
+        with pytest.raises(OSError) as caught:
+            with atomic_path(out, overwrite=False):
+                raise RuntimeError(message)
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(out)
+    with pytest.raises(RuntimeError, match="os error 2"):  # not a refused write: left as it is
+        with atomic_path(out, overwrite=False):
+            raise RuntimeError("No such file or directory (os error 2)")
+    # An error about another file (an input) is left as it is.
+    with pytest.raises(FileNotFoundError) as caught:
+        with atomic_path(out, overwrite=False):
+            open(tmp_path / "missing.txt")
+    assert caught.value.filename == str(tmp_path / "missing.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vector_with_a_format_flag_is_staged_like_every_output(tmp_path):
+    import geopandas as gpd
+    import pyogrio
+    import shapely
+
+    from icetools.cli.formats import Output, write_vector
+
+    frame = gpd.GeoDataFrame({"v": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=3413)
+    stale = tmp_path / f".labels.dat.tmp-{2**22 + 7}.0.gpkg"  # a killed run's leftover (no such process)
+    stale.write_text("half")
+    out = Output(tmp_path / "labels.dat", "GPKG")
+    write_vector(frame, out, layer="labels", overwrite=False)
+    assert pyogrio.read_dataframe(out.path, layer="labels")["v"].tolist() == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.dat"]  # the stale one went too
+    with pytest.raises(OutputExistsError):
+        write_vector(frame, out, layer="labels", overwrite=False)
+
+
+def test_an_unexplained_library_error_is_blamed_on_the_disk_only_when_it_is_full(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    import pyogrio.errors
+
+    import icetools.io.atomic as atomic
+
+    usage = namedtuple("usage", "total used free")
+    out = tmp_path / "out.gpkg"
+    for free, blamed in ((0, True), (10**12, False)):
+        monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path, free=free: usage(10**12, 10**12 - free, free))
+        with pytest.raises(Exception) as caught:
+            with atomic_path(out, overwrite=False):
+                raise pyogrio.errors.DataSourceError("Failed to commit transaction")
+        assert (getattr(caught.value, "errno", None) == errno.ENOSPC) is blamed
+    # An error of the computation inside the block (torch raises RuntimeError) is never the disk's.
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path: usage(10**12, 10**12, 0))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with atomic_path(out, overwrite=False):
+            raise RuntimeError("CUDA out of memory")
+    assert list(tmp_path.iterdir()) == []

@@ -323,7 +323,7 @@ def read_products(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
 def test_merge_refine_with_an_identity_refiner_gives_the_classes_of_averaging(tmp_path: Path) -> None:
     scene = two_band_scene(tmp_path / "scene.tif")
     model = three_class_model()
-    predict_scene(PredictJob(scene, tmp_path / "avg.tif", model, tile=TILE, overlap=0.25, probabilities=True))
+    predict_scene(PredictJob(scene, tmp_path / "avg.tif", model, tile=TILE, overlap=0.25, merge="average", probabilities=True))
     summary = predict_scene(PredictJob(scene, tmp_path / "ref.tif", model, refiner=identity_refiner(), tile=TILE,
                                        overlap=0.25, merge="refine", probabilities=True))
     averaged, averaged_probs, _ = read_products(tmp_path / "avg.tif")
@@ -338,7 +338,7 @@ def test_merge_refine_with_an_identity_refiner_gives_the_classes_of_averaging(tm
 def test_a_refiner_that_failed_validation_falls_back_to_averaging(tmp_path: Path) -> None:
     scene = two_band_scene(tmp_path / "scene.tif")
     model = three_class_model()
-    predict_scene(PredictJob(scene, tmp_path / "avg.tif", model, tile=TILE, probabilities=True))
+    predict_scene(PredictJob(scene, tmp_path / "avg.tif", model, tile=TILE, merge="average", probabilities=True))
     summary = predict_scene(PredictJob(scene, tmp_path / "ref.tif", model, refiner=identity_refiner(beats_crude=False),
                                        tile=TILE, merge="refine", probabilities=True))
     averaged, averaged_probs, _ = read_products(tmp_path / "avg.tif")
@@ -507,7 +507,7 @@ def test_train_from_a_model_learns_on_its_crude_mosaics(multiclass_run, tmp_path
     # The crude mosaic is what predict's normal averaging pass makes: the model's probabilities; then
     # the image as the model reads it (normalised with its statistics).
     crude = tmp_path / "ref" / "crude" / "scene_crude.tif"
-    predict_scene(PredictJob(scene, tmp_path / "p.tif", load_predictor(seg, "cpu"), overlap=0.25, probabilities=True))
+    predict_scene(PredictJob(scene, tmp_path / "p.tif", load_predictor(seg, "cpu"), overlap=0.25, merge="average", probabilities=True))
     norm = read_config(seg)["normalization"]
     with rasterio.open(crude) as made, rasterio.open(tmp_path / "p_probs.tif") as predicted, rasterio.open(scene) as raw:
         assert made.count == 4 and made.dtypes[0] == "float32" and list(made.descriptions) == [*bands, "image:HH"]

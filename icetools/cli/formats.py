@@ -10,7 +10,6 @@ existing folder, never a file name.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -130,7 +129,8 @@ def is_folder(text: str | Path) -> bool:
 
 def write_vector(frame: gpd.GeoDataFrame, output: Output, *, layer: str, overwrite: bool) -> None:
     """One layer to ``output``: its file (any name, the format given) or GeoJSON on standard output."""
-    from icetools.io.atomic import check_output
+    from icetools.io.atomic import atomic_path
+    from icetools.io.paths import refuse_overwriting_inputs
     from icetools.io.vector import write_layer
 
     if output.path is None:
@@ -144,14 +144,8 @@ def write_vector(frame: gpd.GeoDataFrame, output: Output, *, layer: str, overwri
     if output.path.suffix.lower() in extensions:
         write_layer(frame, output.path, layer=layer, overwrite=overwrite)
         return
-    # A name the writer cannot read the format from (-f given): write under a named temporary
-    # file beside it, then move it into place whole.
-    final = check_output(output.path, overwrite=overwrite)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}{extensions[0]}")
-    try:
+    # A name the writer cannot read the format from (-f given): stage it under a temporary name with
+    # the format's extension, then move it into place whole (stale temporaries and signals included).
+    refuse_overwriting_inputs([output.path], frame.attrs.get("sources", ()))
+    with atomic_path(output.path, overwrite=overwrite, suffix=extensions[0]) as tmp:
         write_layer(frame, tmp, layer=layer, overwrite=True)
-        if final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -130,7 +130,7 @@ def predict_command(
     model_dir: Annotated[Optional[Path], typer.Option("-m", "--model", help="Model directory (default: the packaged sea-ice model).")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", callback=multiple_of_16, help="Window side in pixels, a multiple of 16 (default: the model's patch size).")] = None,
     overlap: Annotated[float, typer.Option("--overlap", min=0.0, max=0.9, help="Overlap between windows, a fraction of the tile in [0, 0.9].")] = 0.25,
-    merge: Annotated[MergeName, typer.Option("--merge", help="How overlapping windows combine: average, gaussian (centre-weighted) or refine (a --refiner pass over the averaged crude mosaic).")] = "average",
+    merge: Annotated[MergeName, typer.Option("--merge", help="How overlapping windows combine: gaussian (centre-weighted, the default: a window's edge pixels, which see the least context, count least, so no seams), average (equal weights, as MONAI's default) or refine (a --refiner pass over the averaged crude mosaic).")] = "gaussian",
     refiner: Annotated[Optional[Path], typer.Option("--refiner", help="Refiner directory for --merge refine (icetools train --model refiner --from MODEL).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Windows per forward pass.")] = 8,
     device: Device = "auto",

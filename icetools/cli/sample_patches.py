@@ -125,25 +125,26 @@ def _run(
     if export and export.is_dir() and any(export.iterdir()) and not overwrite:
         raise OutputExistsError(f"{export} already holds files: pass --overwrite or choose an empty --export folder")
     bars = EventBars({"scan": "reading scenes", "sample": "sampling"})
-    with bars, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        sampled = sample_patches_and_blocks(
-            scenes, labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
-            max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by, block_size=block_size,
-            fractions=fractions, checks=checks, progress=bars,
-        )
-    for warning in caught:
-        if issubclass(warning.category, UserWarning):
-            warn(str(warning.message))
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with bars, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            sampled = sample_patches_and_blocks(
+                scenes, labels, size=size, n=n, seed=seed, min_unseen=min_unseen, max_empty=max_empty,
+                max_invalid=max_invalid, max_rejects=max_rejects, split_by=split_by, block_size=block_size,
+                fractions=fractions, checks=checks, progress=bars,
+            )
+    finally:  # also before an error: a warning may name its cause (a chart its table does not cover)
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):
+                warn(str(warning.message))
     frame = sampled.patches
     with removed_on_failure():  # the GeoPackage, the chips and the plot appear together or not at all
         write_patches(frame, output, blocks=sampled.blocks, overwrite=overwrite)
         if export:
             export_chips(frame, export, overwrite=overwrite)
-        if plot and len(frame):
+        if plot:  # sampling never returns zero patches: it fails and says why
             plot_coverage(frame, coverage_maps(frame), plot, overwrite=overwrite)
-        elif plot:
-            warn(f"no patches were sampled: {plot} not drawn")
     _summary(frame, sampled.blocks, output)
 
 

@@ -69,15 +69,38 @@ def print_summary(summary: dict[str, Any]) -> None:
                       + ("" if gate["beats_crude"] else " (not better: predict falls back to averaging)"))
     table.add_row("stopped because", summary["stopped_because"])
     table.add_row("time", f"{summary.get('seconds') or 0:.1f} s")
+    if (summary.get("world_size") or 1) > 1:
+        table.add_row("processes (torchrun)", str(summary["world_size"]))
+    if summary.get("data_wait_share") is not None:  # high: the loader, not the model, sets the pace
+        table.add_row("steps waiting for data", f"{summary['data_wait_share']:.1%} of their time")
     console.print(table)
 
 
 def run_training(patches: Path, output: Path, options: TrainOptions, *, checks: bool = True) -> dict[str, Any]:
-    """Train with progress bars (epochs, steps) and one line per finished epoch on stderr."""
-    from icetools.training import train_model
+    """Train with progress bars (epochs, steps) and one line per finished epoch on stderr.
 
-    with training_bars() as bars:
-        return train_model(patches, output, options, checks=checks, progress=bars)
+    Under torchrun every process trains; rank 0 alone shows progress, warnings and the summary. A
+    failure on any process ends them all: the first process with an error prints its one line, the
+    others (:class:`PeerFailed`) end quietly with exit 1, and only rank 0 reports an interruption.
+    """
+    from icetools.training import train_model
+    from icetools.training.distributed import Launch, PeerFailed, training_world
+
+    main = Launch.from_environment().rank == 0
+    if not main:
+        STATE["verbosity"] = -1  # the same warnings and lines would come once per process
+    try:
+        with training_world() as world:
+            if not main:
+                return train_model(patches, output, options, checks=checks, world=world)
+            with training_bars() as bars:
+                return train_model(patches, output, options, checks=checks, progress=bars, world=world)
+    except PeerFailed:
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        if main:
+            raise
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @app.command("train")

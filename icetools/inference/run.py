@@ -62,7 +62,7 @@ class PredictJob:
     refiner: Predictor | None = None
     tile: int | None = None
     overlap: float = 0.25
-    merge: str = "average"
+    merge: str = "gaussian"  # edge pixels of a window count least: no seams (equal weights show the tile grid)
     batch: int = 8
     percent: bool = False
     polygons: str | Path | None = None

@@ -7,7 +7,10 @@ link that fails when the name exists, so of two runs racing for one output one w
 fails with one line, leaving the winner's file whole. Each committed file's identity (device and
 inode) is remembered: cleanup after a failure removes a final file only when it is still the one this
 process put there. Temporary files left by processes that no longer exist (SIGKILL, power loss) are
-removed by the next run that writes in that folder.
+removed by the next run that writes in that folder. Files that belong together (a training
+checkpoint) are staged inside :func:`committed_together` and moved into place together at its end.
+A refused write inside :func:`atomic_path` (no errno from GDAL, SQLite or safetensors included) comes
+out as an OSError naming the final path, so the CLI says "no space left" in one line.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ _RUN_CREATED: contextvars.ContextVar[tuple[dict[Path, tuple[int, int]], ...]] = 
     "created", default=()
 )
 _SERIAL = itertools.count()
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_IO_LIBRARIES = {"rasterio", "pyogrio", "safetensors", "netCDF4", "PIL", "matplotlib", "sqlite3", "h5py"}
+_FULL_BELOW = 1 << 20  # bytes free under which a library's unexplained write error is the full disk's
 # Every commit of this process since ``forget_committed``: what an interrupted command tells the user
 # it did write. Process-wide (the CLI runs one command per process), guarded by a lock for threads.
 _COMMITTED: list[tuple[Path, tuple[int, int]]] = []
@@ -81,9 +88,10 @@ def check_output(path: str | Path, *, overwrite: bool) -> Path:
     return path
 
 
-def temporary_name(final: Path) -> Path:
-    """The staging name of ``final``: hidden, in the same folder, tagged with this process's id."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}.{next(_SERIAL)}{final.suffix}")
+def temporary_name(final: Path, suffix: str | None = None) -> Path:
+    """The staging name of ``final``: hidden, in the same folder, tagged with this process's id, ending
+    in ``suffix`` (default: the final name's, so that writers which read the format from it agree)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}.{next(_SERIAL)}{final.suffix if suffix is None else suffix}")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -203,29 +211,144 @@ def _commit(tmp: Path, final: Path, *, overwrite: bool) -> None:
     tmp.unlink()
 
 
+def _write_errno(exc: BaseException) -> int | None:
+    """The errno of a refused write that a library reports without an OSError: safetensors (Rust:
+    "... (os error 28)"), SQLite via GDAL ("database or disk is full"), GDAL ("No space left on device")."""
+    text = str(exc)
+    match = _RUST_OS_ERROR.search(text)
+    if match is not None and int(match.group(1)) in _WRITE_ERRNOS:
+        return int(match.group(1))
+    lowered = text.lower()
+    if "disk is full" in lowered or os.strerror(errno.ENOSPC).lower() in lowered:
+        return errno.ENOSPC
+    if os.strerror(errno.EDQUOT).lower() in lowered:
+        return errno.EDQUOT
+    return None
+
+
+def _io_library_error(exc: BaseException) -> bool:
+    """An error from a file-writing library (GDAL, SQLite, safetensors...), not one of icetools' own."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _IO_LIBRARIES
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+def _named(exc: Exception, tmp: Path, final: Path) -> Exception:
+    """The error of a write to the staging name, as an OSError naming the output the user asked for.
+
+    A write into a staged folder names the file's place in the final folder. An error that names no
+    file is the output's when only a write raises it (a full disk); a library's error that says
+    nothing of the cause is blamed on the disk when the disk is full.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = None if exc.filename is None else str(exc.filename)
+        if name is not None and (name == str(tmp) or name.startswith(str(tmp) + os.sep)):
+            where = str(final) + name[len(str(tmp)):]
+        elif name is None and exc.errno in _WRITE_ERRNOS:
+            where = str(final)
+        else:
+            return exc
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), where)  # PermissionError etc. kept
+    code = _write_errno(exc)
+    if code is None and _io_library_error(exc) and _disk_full(final.parent):
+        code = errno.ENOSPC
+    return exc if code is None else OSError(code, os.strerror(code), str(final))
+
+
+def _move_into_place(tmp: Path, final: Path, *, overwrite: bool) -> None:
+    """Commit one staged file, recording its identity for cleanup and for the interrupted message."""
+    identity = _identity(tmp)
+    if identity is not None:
+        # Recorded before the commit, so an interruption right after it still finds the file;
+        # safe, since a file is only ever removed or listed when its identity matches this one.
+        for created in _RUN_CREATED.get():
+            created[final] = identity
+        with _COMMITTED_LOCK:
+            _COMMITTED.append((final, identity))
+    _commit(tmp, final, overwrite=overwrite)
+
+
+def _discard(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
+
+
+# The open ``committed_together`` block's staged files, (tmp, final, overwrite) in the order they were
+# written; None outside such a block.
+_PENDING: contextvars.ContextVar[list[tuple[Path, Path, bool]] | None] = contextvars.ContextVar(
+    "pending", default=None
+)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it into place, else remove it."""
+def committed_together() -> Iterator[None]:
+    """Files written through :func:`atomic_path` inside the block move into place together at its end.
+
+    Each is staged (written, verified) under its temporary name, and only when the whole block has
+    succeeded are they moved, in the order they were written; a failure or a signal inside the
+    block removes every staged file and leaves the earlier files as they were. A training
+    checkpoint (weights, config, resumable state) thus never mixes two epochs, and a full disk
+    never leaves weights without their state. The moves are renames, which need no new space.
+    A block inside another joins the outer one.
+    """
+    if _PENDING.get() is not None:
+        yield
+        return
+    pending: list[tuple[Path, Path, bool]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+        _honour_stop()
+        for _, final, overwrite in pending:  # a name taken meanwhile fails the group before any move
+            if not overwrite and (final.exists() or final.is_symlink()):
+                raise OutputExistsError(f"{final} appeared while writing (another run?): it was kept; "
+                                        "pass --overwrite to replace it")
+        for tmp, final, overwrite in pending:
+            _move_into_place(tmp, final, overwrite=overwrite)
+    finally:
+        _PENDING.reset(token)
+        for tmp, _, _ in pending:
+            _discard(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, overwrite: bool, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it into place, else remove it.
+
+    ``suffix`` ends the temporary name (a format's extension, where the final name has none).
+    Inside :func:`committed_together` the move waits for the end of that block. A refused write
+    (an OSError about the temporary path, or a library's "no space left") names ``path``, the file
+    the user asked for, with its errno, so the CLI says it in one plain line.
+    """
     final = check_output(path, overwrite=overwrite)
     remove_stale_temporaries(final.parent)
-    tmp = temporary_name(final)
+    tmp = temporary_name(final, suffix)
+    pending = _PENDING.get()
+    staged = False
     try:
         _probe(tmp, final.parent)  # inside: an interruption between its create and unlink leaves nothing
-        yield tmp
-        identity = _identity(tmp)
-        if identity is not None:
-            # Recorded before the commit, so an interruption right after it still finds the file;
-            # safe, since a file is only ever removed or listed when its identity matches this one.
-            for created in _RUN_CREATED.get():
-                created[final] = identity
-            with _COMMITTED_LOCK:
-                _COMMITTED.append((final, identity))
-        _commit(tmp, final, overwrite=overwrite)
+        try:
+            yield tmp
+        except Exception as exc:
+            named = _named(exc, tmp, final)
+            if named is exc:
+                raise
+            raise named from exc
+        if pending is not None:
+            pending.append((tmp, final, overwrite))
+            staged = True
+        else:
+            _move_into_place(tmp, final, overwrite=overwrite)
     finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
+        if not staged:
+            _discard(tmp)
 
 
 def _remove(path: Path) -> None:

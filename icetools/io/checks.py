@@ -6,7 +6,9 @@ of values (a grid of small windows, never a pass over the whole scene) is compar
 range of what the band is: SAR backscatter in dB about -60..+30 (linear 0..1000), a wrapped phase
 -pi..pi, sea-ice concentration 0..1. Any implausible value gives a warning with its share; a band
 whose sample is mostly implausible is an error. Integer SAR bands must carry an explicit scale (GDAL
-scale/offset, netCDF ``scale_factor``): without one their numbers have no unit.
+scale/offset, netCDF ``scale_factor``): without one their numbers have no unit. A SIC band of whole
+numbers beyond 1 (percent 0..100, tenths 0..10) is refused with the scale that would make it a
+fraction: a unit mistake, which no share of good values makes right.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ MOSTLY = 0.5
 SAMPLE_WINDOWS = 6  # a 6 x 6 grid of windows ...
 SAMPLE_SIDE = 48  # ... of 48 px: 83 thousand values per band at most
 _PHASE_SLACK = 1e-3  # float rounding at +-pi
+SIC_NAMES = ("sic", "sea_ice_concentration")
 
 
 def plausible_range(scene: Scene, name: str) -> tuple[str, float, float] | None:
@@ -40,7 +43,7 @@ def plausible_range(scene: Scene, name: str) -> tuple[str, float, float] | None:
         if unit == LINEAR:
             return "linear SAR backscatter", 0.0, 1000.0
         return "SAR backscatter", -60.0, 1000.0  # unknown unit (e.g. standard-scaled): only the absurd
-    if lower in ("sic", "sea_ice_concentration") and not _stored_integers(scene, name)[0]:
+    if lower in SIC_NAMES:
         return "sea-ice concentration", 0.0, 1.0
     return None
 
@@ -78,6 +81,8 @@ def check_scene_values(scene: Scene, names: Sequence[str]) -> list[str]:
         values = values[~np.isnan(values)]
         if not values.size:
             continue
+        if name.lower() in SIC_NAMES:
+            _refuse_sic_in_other_units(scene, name, values)
         share = float(np.mean((values < low) | (values > high)))
         if share == 0.0:
             continue
@@ -89,6 +94,30 @@ def check_scene_values(scene: Scene, names: Sequence[str]) -> list[str]:
         message = f"{where}: they will be used as they are (fill values? units?)"
         warnings.warn(message, UserWarning, stacklevel=2)
         messages.append(message)
+    return messages
+
+
+def _refuse_sic_in_other_units(scene: Scene, name: str, values: np.ndarray) -> None:
+    """Whole numbers beyond 1 in a SIC band: percent (up to 100) or tenths (up to 10), not fill values."""
+    top = float(values.max())
+    if not (1.0 < top <= 100.0 and float(values.min()) >= 0.0 and np.array_equal(values, np.round(values))):
+        return
+    unit, scale = ("percent (0..100)", 0.01) if top > 10.0 else ("tenths (0..10) or percent", 0.1)
+    raise DataError(
+        f"{scene.path}: band {name!r} holds whole numbers up to {top:g}, which look like {unit}, but sea-ice "
+        f"concentration is a fraction 0..1: give the band a scale (GDAL scale {scale:g}, e.g. "
+        f"`gdal_edit.py -scale {scale:g} {scene.path.name}`) or burn the chart with `icetools rasterize`"
+    )
+
+
+def check_labels(paths: Sequence[str | None]) -> list[str]:
+    """The SIC band of each labels raster (``None`` entries, a scene's own chart, are skipped) against
+    0..1: a labels file in percent or tenths is refused, stray values are warned about."""
+    messages: list[str] = []
+    for path in dict.fromkeys(str(p) for p in paths if p):
+        with open_scene(path) as labels:
+            present = [n for n in labels.band_names if n.lower() in SIC_NAMES]
+            messages += check_scene_values(labels, present)
     return messages
 
 
@@ -113,4 +142,4 @@ def _has(scene: Scene, name: str) -> bool:
     return True
 
 
-__all__ = ["MOSTLY", "check_scene_values", "check_scenes", "plausible_range"]
+__all__ = ["MOSTLY", "SIC_NAMES", "check_labels", "check_scene_values", "check_scenes", "plausible_range"]

@@ -15,12 +15,14 @@ One :class:`Legend` (value, label, colour per class) feeds all three:
 from __future__ import annotations
 
 import colorsys
-import os
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 from xml.etree import ElementTree as ET
+
+from icetools.io.atomic import atomic_path
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -158,12 +160,8 @@ def place_sidecar(raster: Path, text: str | None) -> None:
     if text is None:
         aux.unlink(missing_ok=True)
         return
-    tmp = aux.with_name(f".{aux.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(aux, overwrite=True) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, aux)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- QGIS styles for vectors
@@ -217,7 +215,7 @@ def write_layer_style(gpkg: str | Path, layer: str, qml: str, *, description: st
     import pandas as pd
     import pyogrio
 
-    with sqlite3.connect(gpkg) as db:
+    with contextlib.closing(sqlite3.connect(gpkg)) as db:  # closed: a connection's `with` only commits
         geometry = db.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)).fetchone()
     row = {
         "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,

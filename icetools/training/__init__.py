@@ -7,6 +7,7 @@
 ``loop``      the step/epoch loop; save-best, save-at, history, curves, state and early stopping callbacks
 ``state``     the run directory: resumable state, history.csv, config.json, its rules
 ``validate``  validation metrics on :mod:`icetools.metrics`' counters; the binary threshold sweep
+``distributed`` several processes under torchrun: the World, its agreements, the validation shares
 ``run``       :func:`train_model`, which only wires these together
 """
 

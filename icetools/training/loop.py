@@ -11,6 +11,14 @@ learning rate is set before every step from the fraction of the budget used (see
 Each epoch reseeds torch from ``(seed, epoch)`` and the batch sampler draws batch order and
 augmentations from the same pair, so a resumed run repeats what an uninterrupted one would have
 done (on the CPU exactly; cuDNN may differ in the last bits).
+
+Under torchrun (a :class:`icetools.training.distributed.World` of several processes) the model steps
+wrapped in DistributedDataParallel, every process on its part of each step's samples; the processes
+agree before every step (:meth:`World.next_batch`), validate a share of the validation batches each
+and merge the sums, so they all take the same decisions; only rank 0's callbacks write files.
+
+The loop also times how long each step waited for its batch: ``data_wait_share`` (the time spent
+waiting on the loader over the time of the steps) says whether the data or the model sets the pace.
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from icetools.device import autocast, derived_seed
+from icetools.io.atomic import committed_together
 from icetools.modeldir import save_model_dir
 from icetools.plots import plot_training_curves
 from icetools.progress import Progress, report
+from icetools.training.distributed import World
 from icetools.training.schedule import Budget, Clock, LearningRate, StoppingRule
 from icetools.training.setup import Parts
 from icetools.training.state import (
@@ -38,7 +49,7 @@ from icetools.training.state import (
     write_history,
     write_state,
 )
-from icetools.training.validate import to_device, validate
+from icetools.training.validate import ValidationResult, to_device, validate
 
 CURVES_EVERY_S = 5.0  # drawing the PNG costs ~0.2 s: tiny epochs would spend most of their time on it
 
@@ -51,6 +62,35 @@ class EpochEnd:
     row: dict[str, Any]
     metrics: dict[str, float]
     improved: bool
+
+
+@dataclass
+class EpochTraining:
+    """One process's training part of an epoch: its loss sum and samples, steps, whether time ran out,
+    and the seconds its steps took and spent waiting on the loader."""
+
+    loss_sum: float
+    seen: int
+    steps: int
+    out_of_time: bool
+    wait_s: float
+    step_s: float
+
+
+class _Heads(nn.Module):
+    """A deep-supervision model whose forward is its ``forward_heads``: DistributedDataParallel
+    synchronises the gradients of the pass made through its own forward only."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_heads(image)
+
+
+def _batch_size(batch: dict[str, torch.Tensor]) -> int:
+    return int(batch["image"].shape[0])
 
 
 class Callback:
@@ -84,6 +124,7 @@ class TrainingLoop:
         device: torch.device,
         callbacks: Sequence[Callback] = (),
         progress: Progress | None = None,
+        world: World | None = None,
     ) -> None:
         self.parts, self.model, self.optimizer = parts, parts.model, parts.optimizer
         self.task, self.n_classes = task, n_classes
@@ -92,14 +133,21 @@ class TrainingLoop:
         self.run, self.device = run, device
         self.callbacks = list(callbacks)
         self.progress = progress
+        self.world = world if world is not None else World()
+        # What steps: the model (its heads for deep supervision), gradients averaged over the processes.
+        self.trained = self.world.wrap(_Heads(self.model) if parts.deep else self.model, device)
+        self.wait_s = self.step_s = 0.0  # this session's seconds waiting on the loader, and of steps
+
+    def data_wait_share(self) -> float | None:
+        """Share of the steps' time spent waiting for batches, this session (None before any step)."""
+        return self.wait_s / self.step_s if self.step_s > 0 else None
 
     def budget_fraction(self) -> float:
         """Share of the budget used so far (what the learning rate follows)."""
         return self.budget.fraction(self.run.samples)
 
-    def train_epoch(self, epoch: int) -> tuple[float, int, bool]:
-        """Optimiser steps of one epoch, one pass over the train loader: (mean training loss, steps,
-        whether time ran out).
+    def train_epoch(self, epoch: int) -> EpochTraining:
+        """Optimiser steps of one epoch, one pass over the train loader (this process's part of it).
 
         The loss is summed on the device and read once at the end: no host sync per step.
         """
@@ -108,83 +156,112 @@ class TrainingLoop:
         parts.train_loader.batch_sampler.set_epoch(epoch)
         n_steps = len(parts.train_loader)
         report(self.progress, "step", 0, n_steps, epoch=epoch)
-        self.model.train()
+        self.trained.train()
         loss_total = torch.zeros((), device=device)
         seen = steps = 0
-        for batch in parts.train_loader:
-            batch = to_device(batch, device)
+        wait_s, started, out_of_time = 0.0, time.perf_counter(), False
+        batches = iter(parts.train_loader)
+        while True:
+            fetched = self.world.next_batch(batches, _batch_size)  # under torchrun, once every process has one
+            wait_s += fetched.wait_s
+            if fetched.batch is None:
+                break
+            batch = to_device(fetched.batch, device)
             lr = self.learning_rate(self.budget_fraction())
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device):
-                outputs = self.model.forward_heads(batch["image"]) if parts.deep else self.model(batch["image"])
-                loss = parts.loss_fn(outputs, batch)
+                loss = parts.loss_fn(self.trained(batch["image"]), batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
-            size = int(batch["image"].shape[0])
+            size = _batch_size(batch)
             loss_total += loss.detach().float() * size
             seen += size
             steps += 1
             self.run.global_step += 1
-            self.run.samples += size
+            self.run.samples += fetched.samples  # every process's samples: the budget counts them all
             report(self.progress, "step", steps, n_steps, epoch=epoch)
             if self.clock.out_of_time():
-                return float(loss_total) / max(seen, 1), steps, True
-        return float(loss_total) / max(seen, 1), steps, False
+                out_of_time = True
+                break
+        loss_sum = float(loss_total)
+        return EpochTraining(loss_sum, seen, steps, out_of_time, wait_s, time.perf_counter() - started)
 
-    def end_epoch(self, epoch: int, *, train_loss: float, steps: int, epoch_start: float) -> list[str]:
-        """Validate, record the epoch, run the callbacks; the reasons to stop they gave."""
+    def validate_epoch(self, training: EpochTraining) -> tuple[ValidationResult, float, float | None]:
+        """Validation over every process's share, merged in rank order (equal on every process); the
+        mean training loss over all processes; the epoch's data-wait share."""
+        with self.world.together():
+            share = validate(self.model, self.parts.val_share, self.parts.loss_fn, task=self.task,
+                             n_classes=self.n_classes, device=self.device)
+        shares = self.world.gather((share, training))
+        result = shares[0][0]
+        for other, _ in shares[1:]:
+            result.merge(other)
+        trained = [part for _, part in shares]
+        loss_sum, seen = sum(p.loss_sum for p in trained), sum(p.seen for p in trained)
+        wait_s, step_s = sum(p.wait_s for p in trained), sum(p.step_s for p in trained)
+        self.wait_s += training.wait_s
+        self.step_s += training.step_s
+        return result, loss_sum / max(seen, 1), (wait_s / step_s if step_s > 0 else None)
+
+    def end_epoch(self, epoch: int, training: EpochTraining, *, epoch_start: float) -> tuple[float, list[str]]:
+        """Validate, record the epoch, run the callbacks; the mean training loss and the reasons to stop
+        the callbacks gave."""
         run = self.run
-        result = validate(self.model, self.parts.val_loader, self.parts.loss_fn, task=self.task,
-                          n_classes=self.n_classes, device=self.device)
+        result, train_loss, wait_share = self.validate_epoch(training)
         metrics = result.metrics()
         run.epoch = epoch
         run.seconds = self.clock.elapsed()
         run.budget_fraction = self.budget_fraction()
-        row = {"epoch": epoch, "steps": steps, "samples": run.samples, "train_loss": train_loss,
+        row = {"epoch": epoch, "steps": training.steps, "samples": run.samples, "train_loss": train_loss,
                "val_loss": result.loss, **{f"val_{k}": v for k, v in metrics.items()},
                "lr": self.learning_rate(run.budget_fraction), "seconds": time.monotonic() - epoch_start}
         end = EpochEnd(epoch, row, metrics, run.record_epoch(row, metrics=metrics, smoothing=self.smoothing))
-        reasons = [reason for callback in self.callbacks if (reason := callback.after_epoch(self, end))]
-        report(self.progress, "epoch", epoch, self.epochs, **row, improved=end.improved)
-        return reasons
+        # One unit per epoch: a full disk or a signal never leaves weights without their state.
+        with self.world.together(), committed_together():
+            reasons = [reason for callback in self.callbacks if (reason := callback.after_epoch(self, end))]
+        report(self.progress, "epoch", epoch, self.epochs, **row, improved=end.improved, data_wait_share=wait_share)
+        return train_loss, reasons
 
     def has_epochs_left(self) -> bool:
         return self.epochs is None or self.run.epoch < self.epochs
 
     def fit(self) -> str:
         """Epochs until the budget, a callback (early stopping), the time limit or Ctrl-C; why it stopped."""
-        run = self.run
         if not self.has_epochs_left():
             return "epochs (already complete)"
         for callback in self.callbacks:
             if reason := callback.before_fit(self):
                 return reason
-        stopped_because = "epochs"
+        with self.world.deferred_stop_signals():
+            stopped_because = self._epochs()
+            with self.world.together():
+                for callback in self.callbacks:
+                    callback.after_fit(self, stopped_because)
+        return stopped_because
+
+    def _epochs(self) -> str:
+        """Train and validate epochs until something stops them; why."""
+        run = self.run
         try:
             report(self.progress, "epoch", run.epoch, self.epochs)
             while self.has_epochs_left():
                 epoch = run.epoch + 1
                 epoch_start = time.monotonic()
-                train_loss, steps, out_of_time = self.train_epoch(epoch)
-                reasons = self.end_epoch(epoch, train_loss=train_loss, steps=steps, epoch_start=epoch_start)
+                training = self.train_epoch(epoch)
+                train_loss, reasons = self.end_epoch(epoch, training, epoch_start=epoch_start)
                 if not math.isfinite(train_loss):
-                    stopped_because = "non-finite training loss"
-                    break
-                if out_of_time:
-                    stopped_because = "time limit"
-                    break
+                    return "non-finite training loss"
+                if training.out_of_time:
+                    return "time limit"
                 if reasons:
-                    stopped_because = reasons[0]
-                    break
+                    return reasons[0]
         except KeyboardInterrupt:
-            stopped_because = "interrupted"
-        for callback in self.callbacks:
-            callback.after_fit(self, stopped_because)
-        return stopped_because
+            return "interrupted"
+        return "epochs"
 
 
 # --------------------------------------------------------------------------- the callbacks
@@ -282,6 +359,6 @@ class EarlyStopping(Callback):
 
 
 __all__ = [
-    "Budget", "Callback", "Clock", "DrawCurves", "EarlyStopping", "EpochEnd", "LearningRate", "SaveAt", "SaveBest",
+    "Budget", "Callback", "Clock", "DrawCurves", "EarlyStopping", "EpochEnd", "EpochTraining", "LearningRate", "SaveAt", "SaveBest",
     "TrainingLoop", "WriteHistory", "WriteState",
 ]

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -93,6 +93,10 @@ class TrainOptions:
     normalization_patches: int = 256
     resume: bool = False
     overwrite: bool = False
+    given: ClassVar[frozenset[str] | None] = None
+    """The options set explicitly (flags, YAML), even to their default value: what a resume takes over
+    the run's own. Set by :func:`build_options`; None for options built in code, where a value other
+    than the default counts as given. Not a field: it is no option, and copies do not keep it."""
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "the config") -> TrainOptions:
@@ -273,12 +277,17 @@ def resume_options(stored: Mapping[str, Any], setup: Mapping[str, Any], current:
     (silently training on with the old settings would surprise).
 
     The run's own options are the defaults of a resume: one of RESUME_MAY_CHANGE replaces the stored
-    value only when ``current`` sets it to something other than the TrainOptions default, so a bare
-    resume of a 6-epoch run stays a 6-epoch run.
+    value only when ``current`` gives it (``current.given``, so ``patience=10`` counts even though 10
+    is the default; for options built in code, a value other than the default), so a bare resume of
+    a 6-epoch run stays a 6-epoch run.
     """
     defaults = asdict(TrainOptions())
+
+    def was_given(name: str, value: Any) -> bool:  # "--patience 10" counts even when 10 is the default
+        return name in current.given if current.given is not None else value != defaults[name]
+
     for name, value in asdict(current).items():
-        if name in RESUME_MAY_CHANGE or name in ("resume", "overwrite") or value == defaults[name]:
+        if name in RESUME_MAY_CHANGE or name in ("resume", "overwrite") or not was_given(name, value):
             continue
         # Options left to their defaults were resolved into the setup (model, loss, lr, pool...).
         used = stored.get(name) if stored.get(name) is not None else setup.get(name)
@@ -292,8 +301,8 @@ def resume_options(stored: Mapping[str, Any], setup: Mapping[str, Any], current:
                 f"differs from the run's {used!r}: drop it, or start a new run with overwrite"
             )
     values = dict(stored)
-    for name in RESUME_MAY_CHANGE:  # the run's own value unless given again (a default is "not given")
-        if getattr(current, name) != defaults[name]:
+    for name in RESUME_MAY_CHANGE:  # the run's own value unless given again
+        if was_given(name, getattr(current, name)):
             values[name] = getattr(current, name)
     values["resume"], values["overwrite"] = True, False
     return TrainOptions.from_mapping(values, source="the stored run options")
@@ -345,7 +354,9 @@ def build_options(
         k: v for k, v in flags.items()
         if v is not None and v != {} and not (k in ("resume", "overwrite") and v is False)
     }
-    return options.updated(**given)
+    options = options.updated(**given)
+    options.given = frozenset(given) | frozenset(str(k).replace("-", "_") for k in base)
+    return options
 
 
 __all__ = [

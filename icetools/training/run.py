@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from icetools.data import scene_paths
-from icetools.device import resolve_device, seed_everything
+from icetools.device import seed_everything
 from icetools.errors import ConfigError
 from icetools.io.checks import check_scenes
 from icetools.jsonsafe import json_safe
@@ -50,12 +50,14 @@ from icetools.training.loop import (
     WriteHistory,
     WriteState,
 )
+from icetools.training.distributed import World
 from icetools.training.options import TrainOptions, resume_options
 from icetools.training.refiner_gate import choose_gate
 from icetools.training.setup import Setup, build_parts, initial_normalization, load_patches, resolve_setup
 from icetools.training.state import (
     CURVES_FILE,
     HISTORY_FILE,
+    STATE_JSON,
     RunRecord,
     RunState,
     finished_reason,
@@ -89,6 +91,7 @@ def train_model(
     *,
     checks: bool = True,
     progress: Progress | None = None,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Train on the train patches, select on the val patches, write the model directory; a summary.
 
@@ -108,66 +111,117 @@ def train_model(
     ``improved`` at each epoch's end), "step" (within an epoch; info ``epoch``), "threshold" (info
     ``threshold``, ``mean_dice``) and, for a refiner, "crude" while its crude mosaics are made.
     ``checks`` samples the scenes' input bands against their plausible ranges (:mod:`icetools.io.checks`).
+
+    ``world`` (:func:`icetools.training.distributed.training_world`) trains in several processes
+    under torchrun: each steps on its part of every batch, and rank 0 alone writes ``out_dir``, which
+    then holds the same files as a one-process run's (config.json records ``training.world_size``).
+    ``options.batch_size`` is per process; an epoch has ``samples_per_epoch`` samples in all. The
+    summary's ``data_wait_share`` is the share of the steps' time spent waiting for batches.
     """
+    world = world if world is not None else World()
     options.validate()
     out_dir = Path(out_dir)
+    with world.together():  # every process reads the patches; rank 0 alone checks the scenes
+        loaded = _load(patches, options, checks=checks and world.is_main, world=world)
+    with _removed_if_start_fails(out_dir, world):
+        with world.together():
+            if world.is_main:
+                prepare_dir(out_dir, resume=options.resume, overwrite=options.overwrite, inputs=loaded.inputs)
+        with world.together():
+            start = _start(out_dir, options, loaded, world)
+        if start.finished is not None:
+            return _already_finished(out_dir, start)
+        loop, record = _loop(out_dir, start, loaded, world, progress=progress)
+        stopped_because = loop.fit()
+    with world.together():  # rank 0 chooses the threshold and writes the config; the others wait
+        if world.is_main:
+            return _finish(loop, record, out_dir, stopped_because, progress=progress)
+    return _summary(loop, record, out_dir, stopped_because)
+
+
+@dataclass
+class _Loaded:
+    """The patches and what they say before the run directory is touched."""
+
+    frame: pd.DataFrame
+    patches_path: str | None
+    digest: str | None
+    source: RefineSource | None  # a fresh refiner's from_model
+    held_out: RefinerData | None
+    inputs: list[str | Path]  # files the run directory may not replace
+
+
+def _load(patches: str | Path | pd.DataFrame, options: TrainOptions, *, checks: bool, world: World) -> _Loaded:
     frame, patches_path = load_patches(patches)
     if checks and options.from_model is None:
         check_scenes(scene_paths(frame), options.inputs)
     source = held_out = None
     if options.from_model is not None and not options.resume:  # a wrong from_model fails before the run dir exists
         held_out = refiner_data(frame, read_config(options.from_model), patches_path=patches_path)
-        source = open_refine_source(options.from_model, device=options.device)
+        source = open_refine_source(options.from_model, device=world.device(options.device))
     from_files = [Path(options.from_model) / n for n in (WEIGHTS_FILE, CONFIG_FILE)] if options.from_model else []
-    digest = patches_digest(patches_path)
-    with _removed_if_start_fails(out_dir):
-        prepare_dir(out_dir, resume=options.resume, overwrite=options.overwrite, inputs=[patches_path, *from_files])
-        if options.resume:
-            start = _resumed(out_dir, options, frame=frame, patches_path=patches_path, digest=digest)
-        else:
-            start = _fresh(frame, options, source, held_out)
-        if start.finished is not None:
-            return _already_finished(out_dir, start)
-        options, setup = start.options, start.setup
-        frame = _refiner_frame(frame, setup)
+    return _Loaded(frame, patches_path, patches_digest(patches_path), source, held_out, [patches_path, *from_files])
+
+
+def _start(out_dir: Path, options: TrainOptions, loaded: _Loaded, world: World) -> _Start:
+    if options.resume:
+        return _resumed(out_dir, options, frame=loaded.frame, patches_path=loaded.patches_path, digest=loaded.digest,
+                        world=world)
+    return _fresh(loaded.frame, options, loaded.source, loaded.held_out)
+
+
+def _loop(
+    out_dir: Path, start: _Start, loaded: _Loaded, world: World, *, progress: Progress | None
+) -> tuple[TrainingLoop, RunRecord]:
+    """The torch parts, the run's record and the loop (wrapping the model for several processes)."""
+    options, setup = start.options, start.setup
+    frame = _refiner_frame(loaded.frame, setup)
+    patches_path = loaded.patches_path
+    with world.together():
         input_scenes = None
-        if start.source is not None:
+        if start.source is not None and world.is_main:  # rank 0 makes the crude inputs; all read them
             input_scenes = prepare_crude_inputs(frame, start.source, out_dir / CRUDE_DIR, batch=options.batch_size,
                                                 progress=progress)
-
-        clock = Clock(seconds_before=start.run.seconds, time_limit_minutes=options.time_limit)
-        device = resolve_device(options.device)
+    if start.source is not None:
+        input_scenes = world.broadcast(input_scenes)
+    with world.together():
+        agreed = {"now": world.now} if world.distributed else {}  # several processes read rank 0's clock
+        clock = Clock(seconds_before=start.run.seconds, time_limit_minutes=options.time_limit, **agreed)
+        device = world.device(options.device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune kernels once
         seed_everything(options.seed)
         blocks = read_blocks(patches_path) if patches_path else None
         parts = build_parts(frame, setup, options, normalization=start.normalization, device=device,
-                            input_scenes=input_scenes,
+                            input_scenes=input_scenes, world=world,
                             blocks=_refiner_frame(blocks, setup) if blocks is not None else None)
-        provenance: dict[str, Any] = {"patches": patches_path, "patches_sha256": digest, "scenes": scene_paths(frame)}
+        provenance: dict[str, Any] = {"patches": patches_path, "patches_sha256": loaded.digest,
+                                      "scenes": scene_paths(frame)}
         if input_scenes:
             provenance["crude_inputs"] = dict(input_scenes)
-        record = RunRecord(setup, options, start.normalization, parts.context_scales, provenance)
+        record = RunRecord(setup, options, start.normalization, parts.context_scales, provenance,
+                           world_size=world.world_size)
         if start.tensors is not None:
             restore_state(start.tensors, start.stored["optimizer"], parts.model, parts.optimizer)
-
         budget = Budget(options.epoch_cap, setup.samples_per_epoch, clock, start_fraction=start.run.budget_fraction)
-        loop = TrainingLoop(
-            parts, task=setup.task, n_classes=setup.n_classes, budget=budget, grad_clip=options.grad_clip,
-            seed=options.seed, learning_rate=record.learning_rate(), smoothing=options.smoothing, run=start.run,
-            device=device, callbacks=_callbacks(out_dir, record), progress=progress,
-        )
-    return _finish(loop, record, out_dir, loop.fit(), progress=progress)
+    loop = TrainingLoop(
+        parts, task=setup.task, n_classes=setup.n_classes, budget=budget, grad_clip=options.grad_clip,
+        seed=options.seed, learning_rate=record.learning_rate(), smoothing=options.smoothing, run=start.run,
+        device=device, callbacks=_callbacks(out_dir, record, world), progress=progress, world=world,
+    )
+    return loop, record
 
 
 @contextlib.contextmanager
-def _removed_if_start_fails(out_dir: Path):
-    """A run that fails before its first epoch leaves no folder it created (an earlier run's stays)."""
-    created = not out_dir.exists()
+def _removed_if_start_fails(out_dir: Path, world: World):
+    """A run that fails before its first epoch is committed leaves no folder it created (an earlier
+    run's stays; once an epoch's files exist, they are a run that ``--resume`` continues); rank 0
+    alone made it."""
+    created = world.is_main and not out_dir.exists()
     try:
         yield
     except BaseException:
-        if created:
+        if created and not (out_dir / STATE_JSON).exists():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
 
@@ -207,7 +261,8 @@ _EXTENDING = ("epochs", "time_limit", "patience", "min_steps")
 
 
 def _resumed(
-    out_dir: Path, options: TrainOptions, *, frame: pd.DataFrame, patches_path: str | None, digest: str | None
+    out_dir: Path, options: TrainOptions, *, frame: pd.DataFrame, patches_path: str | None, digest: str | None,
+    world: World,
 ) -> _Start:
     """The stored run, with the few options a resume may change taken from ``options``."""
     stored, tensors = read_state(out_dir)
@@ -222,7 +277,7 @@ def _resumed(
     run = RunState.from_stored(stored["run"], read_history(out_dir / HISTORY_FILE, stored["run"]["epoch"]))
     source = None
     if options.from_model is not None:
-        source = open_refine_source(options.from_model, device=options.device)
+        source = open_refine_source(options.from_model, device=world.device(options.device))
         if list(source.input_names) != setup.inputs:
             raise ConfigError(
                 f"from_model {options.from_model} now returns {', '.join(source.input_names)} instead of the "
@@ -251,9 +306,11 @@ def _check_same_patches(
         )
 
 
-def _callbacks(out_dir: Path, record: RunRecord) -> list[Callback]:
-    """What each epoch leaves behind, in this order, and early stopping."""
+def _callbacks(out_dir: Path, record: RunRecord, world: World) -> list[Callback]:
+    """What each epoch leaves behind, in this order (rank 0 alone writes), and early stopping."""
     options, setup = record.options, record.setup
+    if not world.is_main:
+        return [EarlyStopping(record.stopping_rule())]
     callbacks: list[Callback] = [SaveBest(out_dir, record)]
     if options.save_at is not None:
         callbacks.append(SaveAt(out_dir, record, fraction=options.save_at))
@@ -271,12 +328,8 @@ def _finish(
 ) -> dict[str, Any]:
     """Reload the best model, choose a refiner's gate, sweep the binary threshold, write the config; the summary."""
     run, setup = loop.run, record.setup
-    warnings: list[str] = []
-    summary: dict[str, Any] = {
-        "run_dir": str(out_dir), "task": setup.task, "model": setup.model, "loss": setup.loss,
-        "epochs_run": run.epoch, "best_epoch": run.best_epoch, "warnings": warnings,
-        "best_val_loss": None, "train_loss": None, "val_metrics": {}, "threshold": None,
-    }
+    summary = _summary(loop, record, out_dir, stopped_because)
+    warnings: list[str] = summary["warnings"]
     if run.best_epoch is None:
         warnings.append("no epoch finished with a finite validation loss: no model was written")
         summary.update(stopped_because=stopped_because, seconds=round(loop.clock.elapsed(), 1))
@@ -312,6 +365,18 @@ def _finish(
     summary.update(best_val_loss=run.best_val_loss, train_loss=run.best_train_loss, val_metrics=metrics,
                    threshold=threshold, seconds=round(run.seconds, 1), stopped_because=stopped_because)
     return summary
+
+
+def _summary(loop: TrainingLoop, record: RunRecord, out_dir: Path, stopped_because: str) -> dict[str, Any]:
+    """What every process knows of the run at its end (rank 0 adds what it chose and wrote)."""
+    run, setup, share = loop.run, record.setup, loop.data_wait_share()
+    return {
+        "run_dir": str(out_dir), "task": setup.task, "model": setup.model, "loss": setup.loss,
+        "epochs_run": run.epoch, "best_epoch": run.best_epoch, "warnings": [],
+        "best_val_loss": None, "train_loss": None, "val_metrics": {}, "threshold": None,
+        "stopped_because": stopped_because, "seconds": round(loop.clock.elapsed(), 1),
+        "world_size": loop.world.world_size, "data_wait_share": None if share is None else round(share, 4),
+    }
 
 
 def _refiner_gate(

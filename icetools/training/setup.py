@@ -27,6 +27,7 @@ from icetools.patches_io import read_patches
 from icetools.tasks import REFINER_MODEL, TASKS, task_spec, training_defaults
 from icetools.training.options import TrainOptions, parse_weights
 from icetools.train_windows import make_train_loader
+from icetools.training.distributed import World, share_of
 from icetools.training.samples import fixed_samples_loader
 
 if TYPE_CHECKING:
@@ -245,7 +246,12 @@ def initial_normalization(
 
 @dataclass
 class Parts:
-    """The torch objects of a run: model, loss (wrapped for deep supervision), optimiser, loaders."""
+    """The torch objects of a run: model, loss (wrapped for deep supervision), optimiser, loaders.
+
+    ``train_loader`` gives this process its part of every step's samples; ``val_share`` is its share
+    of the validation batches each epoch (all of ``val_loader`` in one process), and ``val_loader``
+    the whole validation pass that rank 0 chooses the threshold on.
+    """
 
     model: nn.Module
     loss_fn: Callable
@@ -253,6 +259,11 @@ class Parts:
     optimizer: torch.optim.Optimizer
     train_loader: DataLoader
     val_loader: DataLoader
+    val_share: DataLoader | None = None
+
+    def __post_init__(self) -> None:
+        if self.val_share is None:
+            self.val_share = self.val_loader
 
     @property
     def context_scales(self) -> tuple[float, ...]:
@@ -268,12 +279,17 @@ def build_parts(
     device: torch.device,
     input_scenes: Mapping[str, str] | None = None,
     blocks: pd.DataFrame | None = None,
+    world: World | None = None,
 ) -> Parts:
     """Build model, loss, optimiser and loaders (in that order: the seed set before fixes the weights).
 
     With the patches file's ``blocks`` layer, training draws fresh windows in the train blocks; without
-    it, it cycles the fixed train windows."""
+    it, it cycles the fixed train windows. Under torchrun (``world``) each process gets its part of every
+    step's samples and its share of the validation batches. On CUDA the model is channels_last."""
+    world = world if world is not None else World()
     model = build_model(setup.model, **setup.model_args).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(setup.loss, **setup.loss_args)
     deep = setup.ds_weights is not None and model.n_heads > 1
     if deep:
@@ -291,20 +307,22 @@ def build_parts(
                   input_scenes=input_scenes, window_axis=model.takes_windows)
     loader = dict(batch_size=options.batch_size, pool=setup.pool, workers=options.workers, seed=options.seed,
                   pin_memory=device.type == "cuda")
+    ranks = dict(rank=world.rank, world_size=world.world_size)
     if blocks is not None:
         # Fresh windows anywhere inside the train blocks every epoch: the data is not capped at the
         # fixed windows that sample-patches kept for validation and test.
         train_loader = make_train_loader(
-            frame, blocks, samples_per_epoch=setup.samples_per_epoch, augment=options.augment, **loader,
+            frame, blocks, samples_per_epoch=setup.samples_per_epoch, augment=options.augment, **loader, **ranks,
             **{k: v for k, v in common.items() if k != "seed"},
         )
     else:  # a patches file written before the blocks layer, or a frame made in memory
-        train_loader = make_loader(PatchDataset(frame, "train", augment=options.augment, **common), shuffle=True, **loader)
-        train_loader = fixed_samples_loader(train_loader, setup.samples_per_epoch)  # epochs of a fixed sample count
+        train_dataset = PatchDataset(frame, "train", augment=options.augment, **common)
+        train_loader = make_loader(train_dataset, shuffle=True, **{**loader, "batch_size": options.batch_size * world.world_size})
+        train_loader = fixed_samples_loader(train_loader, setup.samples_per_epoch, **ranks)  # epochs of a fixed sample count
     val_loader = make_loader(PatchDataset(frame, "val", augment=False, **common), shuffle=False, **loader)
     if len(train_loader) == 0 or len(val_loader) == 0:
         raise DataError("the patches need at least one train and one val patch")
-    return Parts(model, loss_fn, deep, optimizer, train_loader, val_loader)
+    return Parts(model, loss_fn, deep, optimizer, train_loader, val_loader, share_of(val_loader, world))
 
 
 __all__ = ["Parts", "Setup", "build_parts", "initial_normalization", "load_patches", "resolve_setup"]

@@ -26,7 +26,7 @@ from torch import nn
 from icetools import __version__
 from icetools.errors import InputFileError, OutputExistsError
 from icetools.inputs import recorded_input_units
-from icetools.io.atomic import atomic_path
+from icetools.io.atomic import atomic_path, committed_together
 from icetools.io.paths import refuse_overwriting_inputs
 from icetools.jsonsafe import json_safe
 from icetools.modeldir import CONFIG_FILE, WEIGHTS_FILE
@@ -176,6 +176,7 @@ class RunRecord:
     normalization: dict[str, list[float]]
     context_scales: tuple[float, ...]
     provenance: dict[str, Any]
+    world_size: int = 1  # the processes it trains in (torchrun)
 
     def learning_rate(self) -> LearningRate:
         return LearningRate(self.setup.lr, self.setup.lr_schedule, self.options.poly_power)
@@ -208,6 +209,7 @@ class RunRecord:
                 "budget": {"epochs": self.options.epoch_cap, "time_limit_minutes": self.options.time_limit},
                 "early_stopping": self.stopping_rule().record(),
                 "pool": setup.pool,
+                "world_size": self.world_size,
                 "best_epoch": run.best_epoch,
                 "best_val_loss": run.best_val_loss,
                 "train_loss": run.best_train_loss,
@@ -278,14 +280,15 @@ def restore_state(
 
 
 def write_state(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]) -> None:
-    """last_state.safetensors (tensors) and last_state.json (``info`` + optimiser settings), atomically."""
+    """last_state.safetensors (tensors) and last_state.json (``info`` + optimiser settings), as one unit."""
     tensors, settings = _flatten_state(model, optimizer)
     info = {**info, "optimizer": settings}
     text = json.dumps(json_safe(info), indent=2, allow_nan=False) + "\n"
-    with atomic_path(out_dir / STATE_WEIGHTS, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "epoch": str(info["epoch"])})
-    with atomic_path(out_dir / STATE_JSON, overwrite=True) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with committed_together():
+        with atomic_path(out_dir / STATE_WEIGHTS, overwrite=True) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "epoch": str(info["epoch"])})
+        with atomic_path(out_dir / STATE_JSON, overwrite=True) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
 
 def read_state(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

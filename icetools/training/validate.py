@@ -32,7 +32,13 @@ DEFAULT_THRESHOLDS = tuple(round(0.1 + 0.05 * i, 2) for i in range(17)) + (0.93,
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    """The batch on ``device`` without waiting for the copy (the loader pins host memory on CUDA);
+    images of a CUDA batch in channels_last, the layout tensor cores read fastest."""
+    moved = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    image = moved.get("image")
+    if device.type == "cuda" and image is not None and image.dim() == 4:
+        moved["image"] = image.contiguous(memory_format=torch.channels_last)
+    return moved
 
 
 def threshold_counts(
@@ -141,6 +147,32 @@ class ValidationResult:
                 numbers[i] = self.polygon_key[key]
             compact[b][keep] = numbers[np.searchsorted(present, ids[b][keep])]
         self.polygons.update(prob, compact, valid)
+
+    def merge(self, other: ValidationResult) -> None:
+        """Add another process's share of the validation set: the sums of one pass over all of it.
+
+        Merged in the same order on every process, the processes hold equal results, so they take
+        the same early-stopping decisions."""
+        self.loss_sum += other.loss_sum
+        self.n += other.n
+        if self.task == "sic":
+            self.pixels.merge(other.pixels)
+            renumber = np.zeros(len(other.polygon_key) + 1, dtype="int64")
+            for key, theirs in other.polygon_key.items():
+                if key not in self.polygon_key:
+                    self.polygon_key[key] = len(self.polygon_key) + 1
+                    self.polygon_sic[self.polygon_key[key]] = other.polygon_sic[theirs]
+                renumber[theirs] = self.polygon_key[key]
+            self.polygons.merge(other.polygons, renumber=renumber)
+        elif self.task == "binary":
+            self.true_pos += other.true_pos
+            self.n_pred += other.n_pred
+            self.n_truth += other.n_truth
+            self.n_valid += other.n_valid
+            self.dice_sum += other.dice_sum
+            self.n_foreground_patches += other.n_foreground_patches
+        else:
+            self.confusion.merge(other.confusion)
 
     @property
     def loss(self) -> float:

@@ -108,7 +108,7 @@ def test_gaussian_merge_stays_within_the_window_predictions(tmp_path: Path) -> N
             low[r : r + 32, c : c + 32] = np.minimum(low[r : r + 32, c : c + 32], p)
             high[r : r + 32, c : c + 32] = np.maximum(high[r : r + 32, c : c + 32], p)
     assert (out >= low - 1e-6).all() and (out <= high + 1e-6).all()
-    assert np.abs(out - run(tmp_path, data, conv, "avg.tif", tile=32, overlap=0.5)).max() > 1e-5
+    assert np.abs(out - run(tmp_path, data, conv, "avg.tif", tile=32, overlap=0.5, merge="average")).max() > 1e-5
 
 
 def test_a_context_model_predicts_a_whole_scene(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_outputs_keep_crs_transform_nodata_and_band_names(tmp_path: Path) -> Non
     with rasterio.open(tmp_path / "s.tif") as src, rasterio.open(tmp_path / "o.tif") as out:
         assert out.crs == src.crs and out.transform == src.transform
         assert out.descriptions == ("SIC",) and out.dtypes[0] == "float32" and np.isnan(out.nodata)
-        assert out.tags()["merge"] == "average" and out.tags()["overlap"] == "0.25"
+        assert out.tags()["merge"] == "gaussian" and out.tags()["overlap"] == "0.25"
         assert out.tags()["model"] == "(in memory)" and out.tags()["tile"] == "32" and out.tags()["scene"] == "s.tif"
         sic = out.read(1)
     with rasterio.open(tmp_path / "o_icewater.tif") as ice:
@@ -197,5 +197,5 @@ def test_a_job_is_one_predictor_and_the_options(tmp_path: Path) -> None:
     predictor = make_predictor(fixed_conv(1), CONFIG, device="cpu")
     job = PredictJob(tmp_path / "s.tif", tmp_path / "o.tif", predictor, tile=32, percent=True)
     summary = predict_scene(job)
-    assert summary["tile"] == 32 and summary["merge"] == "average" and summary["device"] == "cpu"
+    assert summary["tile"] == 32 and summary["merge"] == "gaussian" and summary["device"] == "cpu"
     assert read(tmp_path / "o.tif").dtype == np.uint8

@@ -72,3 +72,24 @@ def test_a_failed_start_leaves_no_folder(sic_frame, tmp_path: Path) -> None:
     with pytest.raises(Exception):
         train_model(sic_frame, kept, tiny(inputs=["no_such_band"], overwrite=True))
     assert (kept / "notes.txt").read_text() == "mine"
+
+
+def _fail_in_epoch(epoch: int):
+    def progress(event: Event) -> None:
+        if event.stage == "step" and event.info["epoch"] == epoch:
+            raise RuntimeError("the disk went away")
+
+    return progress
+
+
+def test_a_failure_in_the_first_epoch_leaves_no_folder_and_a_later_one_keeps_the_run(sic_frame, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    with pytest.raises(RuntimeError, match="disk went away"):
+        train_model(sic_frame, first, tiny(epochs=3), progress=_fail_in_epoch(1))
+    assert not first.exists()  # nothing committed: no half run folder to trip a later --resume
+    later = tmp_path / "later"
+    with pytest.raises(RuntimeError, match="disk went away"):
+        train_model(sic_frame, later, tiny(epochs=3), progress=_fail_in_epoch(2))
+    assert (later / "last_state.json").is_file()  # epoch 1 is a run that --resume continues
+    summary = train_model(sic_frame, later, TrainOptions.from_mapping({"resume": True}))
+    assert [int(row["epoch"]) for row in history(later)] == [1, 2, 3] and summary["stopped_because"] == "epochs"
