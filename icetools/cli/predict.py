@@ -132,7 +132,7 @@ def predict_command(
     overlap: Annotated[float, typer.Option("--overlap", min=0.0, max=0.9, help="Overlap between windows, a fraction of the tile in [0, 0.9].")] = 0.25,
     merge: Annotated[MergeName, typer.Option("--merge", help="How overlapping windows combine: gaussian (centre-weighted, the default: a window's edge pixels, which see the least context, count least, so no seams), average (equal weights, as MONAI's default) or refine (a --refiner pass over the averaged crude mosaic).")] = "gaussian",
     refiner: Annotated[Optional[Path], typer.Option("--refiner", help="Refiner directory for --merge refine (icetools train --model refiner --from MODEL).")] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Windows per forward pass.")] = 8,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Windows per forward pass (default: 8 on the CPU; on a GPU as many as half its free memory holds).")] = None,
     device: Device = "auto",
     bands: Annotated[Optional[str], typer.Option("--bands", metavar="MODEL_BAND=FILE_BAND,...", callback=_band_map, help="Read these model bands from these file bands (names or 1-based numbers), e.g. nersc_sar_primary=Sigma0_HH_db,nersc_sar_secondary=2. Without it the usual Sentinel-1 names (HH, sigma0_HH, Sigma0_HH_db, ...) and HH-then-HV in undescribed two-band files are found by themselves.")] = None,
     percent: Annotated[bool, typer.Option("--percent", help="SIC as uint8 0-100 (nodata 255) instead of float 0-1.")] = False,

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 DEFAULT_TILE = 256
+DEFAULT_BATCH = 8  # windows per forward pass on the CPU, where larger batches run no faster
+MAX_AUTO_BATCH = 256  # more gains nothing: the engine batches the windows of one row (~50 on a 10k scene)
+MEMORY_BUDGET = 0.5  # share of the free GPU memory a chosen batch may take (activations at peak)
+PROBE_BATCHES = (1, 3)  # batch sizes whose peak memory gives the cost of one more window
 
 
 @dataclass
@@ -50,21 +54,43 @@ class Predictor:
     band_map: dict[str, str] = field(default_factory=dict)  # model band -> band of the user's files
     fingerprint: str = ""  # sha256 of config.json and the weights, for tags
     _out_channels: int | None = field(default=None, repr=False)
+    _staging: PinnedStaging | None = field(default=None, repr=False)  # CUDA only
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_staging": None}  # page-locked buffers belong to this process
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(B, [T,] C, H, W) normalised inputs -> (B, K, H, W) float32 probabilities."""
+        """(B, [T,] C, H, W) normalised inputs -> (B, K, H, W) float32 probabilities.
+
+        On CUDA: through reused page-locked buffers with asynchronous copies, channels-last, bf16
+        autocast. Call from one thread at a time (the engine calls from its calling thread only).
+        """
         import torch
 
         if self.window_axis and batch.ndim == 4:
             batch = batch[:, None]  # the engine stacks windows only for T > 1
-        x = torch.from_numpy(batch).to(self.device)  # a plain copy: pinning a fresh buffer per batch costs more
+        if self.device.type == "cuda":
+            self._staging = self._staging or PinnedStaging()
+            return self._staging.download(self._probabilities(self._staging.upload(batch, self.device)))
+        return self._probabilities(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         with torch.inference_mode(), autocast(self.device):
             logits = self.model(x)
             if isinstance(logits, (tuple, list)):  # a bare nn.Module may return several heads
                 logits = logits[0]
             logits = logits.float()
-            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-        return probs.cpu().numpy()
+            return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+    def input_shape(self, batch: int, tile: int) -> tuple[int, ...]:
+        """The (B, [T,] C, H, W) shape of a batch of normalised windows for this model."""
+        channels = self.in_channels or (self.input_spec.n_channels if self.input_spec is not None else 1)
+        shape: tuple[int, ...] = (channels, tile, tile)
+        if self.context_scales != (1.0,):
+            shape = (len(self.context_scales), *shape)
+        return (batch, *shape)
 
     @property
     def label(self) -> str:
@@ -83,12 +109,70 @@ class Predictor:
             if isinstance(declared, int):
                 self._out_channels = declared
             else:
-                channels = self.input_spec.n_channels if self.input_spec is not None else 1
-                shape: tuple[int, ...] = (self.in_channels or channels, 32, 32)
-                if self.context_scales != (1.0,):
-                    shape = (len(self.context_scales), *shape)
-                self._out_channels = int(self(np.zeros((1, *shape), dtype="float32")).shape[1])
+                self._out_channels = int(self(np.zeros(self.input_shape(1, 32), dtype="float32")).shape[1])
         return self._out_channels
+
+
+class PinnedStaging:
+    """Page-locked host buffers reused from batch to batch: copies from them run asynchronously at the
+    bus's full speed, where allocating pinned memory for each batch would cost more than it saves.
+
+    Reuse is safe because :meth:`download` waits for the stream, so an upload's copy has finished
+    before the next batch overwrites its buffer.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, which: str, shape: tuple[int, ...]) -> torch.Tensor:
+        import torch
+
+        buffer = self._buffers.get(which)
+        if buffer is None or tuple(buffer.shape[1:]) != tuple(shape[1:]) or buffer.shape[0] < shape[0]:
+            buffer = self._buffers[which] = torch.empty(tuple(shape), dtype=torch.float32, pin_memory=True)
+        return buffer[: shape[0]]
+
+    def upload(self, batch: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The batch on ``device``, copied without blocking; channels-last for (B, C, H, W)."""
+        import torch
+
+        host = self._buffer("inputs", batch.shape)
+        host.copy_(torch.from_numpy(batch))
+        x = host.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+    def download(self, probs: torch.Tensor) -> np.ndarray:
+        """The probabilities as a fresh numpy array (the buffer is reused by the next batch)."""
+        import torch
+
+        host = self._buffer("outputs", tuple(probs.shape))
+        host.copy_(probs, non_blocking=True)
+        torch.cuda.current_stream(probs.device).synchronize()
+        return host.numpy().copy()
+
+
+def choose_batch(predictor: Predictor, tile: int, *, budget: float = MEMORY_BUDGET) -> int:
+    """Windows per forward pass when none is given: :data:`DEFAULT_BATCH` on the CPU; on CUDA as many
+    as fit ``budget`` of the free GPU memory, from the peak memory of two probe batches (their
+    difference is the cost of one more window, whatever the weights and workspaces take)."""
+    if predictor.device.type != "cuda":
+        return DEFAULT_BATCH
+    import torch
+
+    device = predictor.device
+    peaks = []
+    for n in PROBE_BATCHES:
+        probe = np.zeros(predictor.input_shape(n, tile), dtype="float32")
+        predictor(probe)  # the first call at a shape may autotune kernels with scratch memory: not counted
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        predictor(probe)
+        peaks.append(torch.cuda.max_memory_allocated(device))
+    (n0, n1), (p0, p1) = PROBE_BATCHES, peaks
+    per_window = max((p1 - p0) / (n1 - n0), 1.0)
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by torch, reusable
+    return int(min(MAX_AUTO_BATCH, max(1, budget * free // per_window)))
 
 
 def _spec_args(model: nn.Module) -> dict[str, Any]:
@@ -152,8 +236,14 @@ def make_predictor(
     torch_device = resolve_device(device)
     scales, takes_windows = _windows_of(model)
     units = model_input_units(config, spec)
+    model = model.to(torch_device).eval()
+    if torch_device.type == "cuda":
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)  # what bf16 convolutions run fastest in
+        torch.backends.cudnn.benchmark = True  # a scene's batches share one shape: autotune it once
     return Predictor(
-        model=model.to(torch_device).eval(),
+        model=model,
         config=config,
         device=torch_device,
         task=task,

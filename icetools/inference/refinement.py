@@ -109,7 +109,7 @@ def write_refiner_inputs(
     *,
     plan: WindowPlan,
     image: bool = True,
-    batch: int = 8,
+    batch: int | None = None,
     tags: Mapping[str, str] | None = None,
     temporary: bool = False,
     overwrite: bool = False,

@@ -63,7 +63,7 @@ class PredictJob:
     tile: int | None = None
     overlap: float = 0.25
     merge: str = "gaussian"  # edge pixels of a window count least: no seams (equal weights show the tile grid)
-    batch: int = 8
+    batch: int | None = None  # None: chosen for the device (predictor.choose_batch)
     percent: bool = False
     polygons: str | Path | None = None
     ice_water: bool = False

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 
 from icetools.contexts import context_window, read_contexts
 from icetools.errors import ConfigError
+from icetools.inference.prefetch import prefetched
 from icetools.io.scene import clamp_window, pad_array
 from icetools.progress import Progress, report
 
@@ -32,6 +33,7 @@ WEIGHTINGS = ("average", "gaussian")
 GAUSSIAN_SIGMA_FRACTION = 1 / 8  # nnU-Net's choice: sigma = tile / 8
 GAUSSIAN_MIN_WEIGHT = 1e-3  # relative to the centre, so window edges still count where nothing else does
 QUEUED_TASKS = 8  # batches to merge and rows to write queued behind the model before it waits
+PREFETCH_ROWS = 1  # window rows read and stacked ahead of the model (plus the one being read)
 WINDOWS_STAGE = "windows"  # the progress stage: windows done of windows in all
 
 BatchPredictor = Callable[[np.ndarray], np.ndarray]  # (B, [T,] C, H, W) -> (B, K, H, W) probabilities
@@ -90,8 +92,9 @@ def check_tiling(tile: int, overlap: float) -> None:
         raise ConfigError(f"overlap {overlap} must lie in [0, {MAX_OVERLAP}] (a fraction of the tile; 0.25 is usual)")
 
 
-def check_batch(batch: int) -> None:
-    if batch < 1:
+def check_batch(batch: int | None) -> None:
+    """None is allowed: the batch is then chosen for the device (see ``predictor.choose_batch``)."""
+    if batch is not None and batch < 1:
         raise ConfigError(f"batch {batch} must be at least 1")
 
 
@@ -253,14 +256,16 @@ def sliding_window_merge(
     batch: int = 8,
     context_scales: Sequence[float] = (1.0,),
     progress: Progress | None = None,
+    prefetch: int = PREFETCH_ROWS,
 ) -> MergeStats:
     """Predict every window of ``plan`` and hand finished full-width rows to ``write_rows`` in order.
 
     ``read_strip(row0, row1)`` returns the scene rows [row0, row1) as a :class:`Strip`. Four stages
-    overlap, each in its own thread: reading a window row and stacking its batches (one row ahead),
-    the model (the calling thread, so CUDA stays on it), accumulating, and writing; the calling
-    thread only feeds the model. Windows without a single valid pixel are not predicted; every scene
-    row reaches ``write_rows`` exactly once, top to bottom. Progress: ``windows`` events.
+    overlap, each in its own thread: reading a window row and stacking its batches (``prefetch`` rows
+    ahead, see :mod:`.prefetch`; 0 reads in the calling thread), the model (the calling thread, so
+    CUDA stays on it), accumulating, and writing; the calling thread only feeds the model. Windows
+    without a single valid pixel are not predicted; every scene row reaches ``write_rows`` exactly
+    once, top to bottom. Progress: ``windows`` events.
     """
     check_batch(batch)
     start_time = time.perf_counter()
@@ -296,14 +301,12 @@ def sliding_window_merge(
 
     done = 0
     queued: list[Future] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="icetools-read") as reader, ThreadPoolExecutor(
+    rows = (prepare(index) for index in range(len(plan.row_starts)))
+    with prefetched(rows, depth=prefetch) as works, ThreadPoolExecutor(
         1, thread_name_prefix="icetools-merge"
     ) as merger, ThreadPoolExecutor(1, thread_name_prefix="icetools-write") as writer:
-        next_work = reader.submit(prepare, 0)
-        for index, row in enumerate(plan.row_starts):
-            work = next_work.result()
-            if index + 1 < len(plan.row_starts):
-                next_work = reader.submit(prepare, index + 1)
+        for index, work in enumerate(works):
+            row = plan.row_starts[index]
             stats.valid_pixels += int(work.strip.valid_rows(row, plan.final_row_after(index)).sum())
             done += work.skipped
             first = 0

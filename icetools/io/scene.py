@@ -16,15 +16,16 @@ input: name it to train on it).
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 from rasterio.windows import Window
 
-from icetools.errors import CRSError, InputFileError, MissingVariableError
+from icetools.errors import ConfigError, CRSError, InputFileError, MissingVariableError
 from icetools.grid import Grid, gcps_from_tie_points
 from icetools.io.bands import (
     AI4ARCTIC_SAR,
@@ -36,9 +37,11 @@ from icetools.io.bands import (
     units_from_values,
 )
 from icetools.io.tiepoints import TiePointField
+from icetools.io.xarray_scene import XarrayExport, XarrayWindows, ai4arctic_variables, cf_attributes, decode_cf, nearest_indices
 from icetools.sigrid import ChartPolygon, parse_polygon_codes
 
 if TYPE_CHECKING:
+    import xarray as xr
     from pyproj import CRS
 
 CIS_LCC_PROJ = "+proj=lcc +lat_0=40 +lon_0=-100 +lat_1=49 +lat_2=77 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
@@ -51,6 +54,8 @@ CHART_CRS_TAG = "chart_crs"
 INCIDENCE_BAND = "sar_incidence_angle"
 """The incidence angle (degrees) interpolated from an AI4Arctic file's tie points onto its pixels."""
 NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf"}
+NETCDF_ENGINES = ("netcdf4", "xarray")  # what reads a netCDF scene's windows (see icetools.io.xarray_scene)
+CLASS_VARIABLES = {"SIC", "SOD", "FLOE"}  # ready-to-train uint8 labels: 255 = no label
 GEOTIFF_SUFFIXES = {".tif", ".tiff", ".gtiff", ".vrt"}
 
 
@@ -80,7 +85,7 @@ class AmbiguousBandError(MissingVariableError):
     """A name matches several bands of a scene (``Sigma0_HH`` and ``Sigma0_HH_db``): the caller must choose."""
 
 
-class Scene(ABC):
+class Scene(XarrayExport, ABC):
     """A scene: named bands, a grid, a validity mask, and (optionally) an ice chart."""
 
     kind: str
@@ -252,8 +257,12 @@ class NetCDFScene(Scene):
 
     TWO_KM_DIMS = ("2km_grid_lines", "2km_grid_samples")
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, engine: Literal["netcdf4", "xarray"] = "netcdf4"):
         super().__init__(path)
+        if engine not in NETCDF_ENGINES:
+            raise ConfigError(f"unknown netCDF engine {engine!r}: use {' or '.join(NETCDF_ENGINES)}")
+        self.engine = engine
+        self._xarray = XarrayWindows(path) if engine == "xarray" else None
         ds = self.handle
         variables = ds.variables
         if "nersc_sar_primary" not in variables:
@@ -353,30 +362,51 @@ class NetCDFScene(Scene):
     def _read_band(self, name: str, window: Window) -> np.ndarray:
         if name == INCIDENCE_BAND and name not in self.handle.variables:
             return self._incidence.read(window)
-        var = self.handle.variables[name]
         r0, c0 = int(window.row_off), int(window.col_off)
         r1, c1 = r0 + int(window.height), c0 + int(window.width)
         if name in self._coarse:
-            return self._read_coarse(var, r0, r1, c0, c1)
-        data = np.asarray(var[r0:r1, c0:c1])
-        return self._to_float(var, data)
+            return self._read_coarse(name, r0, r1, c0, c1)
+        return self._read_block(name, slice(r0, r1), slice(c0, c1))
 
-    def _read_coarse(self, var, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    def _read_block(self, name: str, rows: slice, cols: slice) -> np.ndarray:
+        """float32 values of one variable's block, CF-decoded (fill -> NaN, scale and offset) by the
+        scene's engine; both decode as xarray does, so they agree bit for bit."""
+        var = self.handle.variables[name]
+        if self._xarray is not None:
+            out = self._xarray.read(name, rows, cols)
+        else:
+            out = decode_cf(np.asarray(var[rows, cols]), cf_attributes(var))
+        if var.dtype == np.uint8 and name in CLASS_VARIABLES:
+            out[out == 255] = np.nan
+        return out
+
+    def _read_coarse(self, name: str, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """2 km AMSR2/ERA5 fields, upsampled to the SAR grid by nearest neighbour."""
-        ch, cw = var.shape
-        rows = np.minimum((np.arange(r0, r1) * ch) // self.height, ch - 1)
-        cols = np.minimum((np.arange(c0, c1) * cw) // self.width, cw - 1)
-        block = self._to_float(var, np.asarray(var[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]))
+        ch, cw = self.handle.variables[name].shape
+        rows, cols = nearest_indices(r0, r1, self.height, ch), nearest_indices(c0, c1, self.width, cw)
+        block = self._read_block(name, slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
         return block[np.ix_(rows - rows.min(), cols - cols.min())]
 
-    def _to_float(self, var, data: np.ndarray) -> np.ndarray:
-        out = data.astype("float32", copy=data.dtype.kind != "f" or data.dtype != np.float32)
-        fill = getattr(var, "_FillValue", None)
-        if fill is not None:
-            out[data == fill] = np.nan
-        if data.dtype == np.uint8 and var.name in {"SIC", "SOD", "FLOE"}:
-            out[data == 255] = np.nan
-        return out
+    def close(self) -> None:
+        super().close()
+        if self._xarray is not None:
+            self._xarray.close()
+
+    def _xarray_variables(self, chunks: Any) -> dict[str, xr.Variable]:
+        """Read through xarray: SAR-grid variables as xarray decodes them (CF mask and scale; the file's
+        own dtype where it declares neither), 2 km fields upsampled onto the SAR grid as :meth:`read`
+        does; the incidence angle and the uint8 labels (255 = none) window by window."""
+        full = [n for n in self._bands if n not in self._coarse and n in self.handle.variables]
+        labels = [n for n in full if n in CLASS_VARIABLES and self.handle.variables[n].dtype == np.uint8]
+        windowed = {n: partial(self._band_window, n) for n in self._bands if n not in self.handle.variables or n in labels}
+        variables = ai4arctic_variables(
+            self.path, full=[n for n in full if n not in labels], coarse=sorted(self._coarse), shape=self.grid.shape,
+            windowed=windowed, chunks=chunks, lock=threading.Lock(),
+        )
+        return {n: variables[n] for n in self._bands}
+
+    def _attributes(self) -> dict:
+        return dict(self.attrs)
 
     def valid_mask(self, window: Window | None = None, names: Sequence[str] | None = None) -> np.ndarray:
         data = self.read(names, window)
@@ -454,6 +484,16 @@ class GeoTiffScene(Scene):
         if self.nodata is not None and not np.isnan(self.nodata):
             out = np.where(data == self.nodata, np.float32(np.nan), out)
         return out
+
+    def _band_attrs(self, name: str) -> dict:
+        index = self._names.index(name)
+        return {"long_name": name, **({"units": self.units[index]} if self.units[index] else {})}
+
+    def _block_shape(self) -> tuple[int, int]:
+        return tuple(self.handle.block_shapes[0])
+
+    def _attributes(self) -> dict:
+        return dict(self.tags)
 
     def _band_by_index(self, name: str) -> str | None:
         text = name.strip().lower()
@@ -533,8 +573,12 @@ def _wgs84():
     return CRS.from_epsg(4326)
 
 
-def open_scene(path: str | Path) -> Scene:
-    """Open an AI4Arctic netCDF or a GeoTIFF scene, by content as much as by suffix."""
+def open_scene(path: str | Path, *, engine: Literal["netcdf4", "xarray"] = "netcdf4") -> Scene:
+    """Open an AI4Arctic netCDF or a GeoTIFF scene, by content as much as by suffix.
+
+    ``engine``: what reads a netCDF scene's windows, netCDF4 (the default, the fastest) or xarray;
+    both give the same values. GeoTIFFs are read by rasterio either way.
+    """
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path} does not exist")
@@ -545,7 +589,7 @@ def open_scene(path: str | Path) -> Scene:
     if magic[:3] == b"CDF" or magic[:8] == b"\x89HDF\r\n\x1a\n" or path.suffix.lower() in NETCDF_SUFFIXES:
         if magic[:3] != b"CDF" and magic[:8] != b"\x89HDF\r\n\x1a\n":
             raise InputFileError(f"{path} is not a readable netCDF file (corrupt or truncated?)")
-        return NetCDFScene(path)
+        return NetCDFScene(path, engine=engine)
     if magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") or path.suffix.lower() in GEOTIFF_SUFFIXES:
         return GeoTiffScene(path)
     raise InputFileError(f"{path}: unknown scene format (expected an AI4Arctic netCDF or a GeoTIFF)")

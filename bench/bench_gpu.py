@@ -1,0 +1,79 @@
+"""The GPU path of predict: a full 10,000 x 10,000 scene end to end with the packaged sea-ice model.
+
+Figures, when CUDA is present (one row saying it is absent otherwise, and nothing is run):
+- ``predict_scene`` on a 10,000 x 10,000 two-band float32 GeoTIFF (tiled, uncompressed) and on an
+  AI4Arctic-layout netCDF of the same size (zlib level 1, 512 x 512 chunks, as ``synth sea-ice``
+  writes them): seconds from opening the scene to the committed SIC GeoTIFF (read, input checks,
+  predict, merge, write), and Mpx/s; the first run pays cuDNN autotuning and the CUDA context, the
+  second is the steady figure (goal <= 10 s on one H100/H200);
+- the model alone on the same number of windows in the same batches, so the share of the wall time
+  that the GPU computes says whether reading and writing keep up with it.
+
+The defaults of ``icetools predict`` apply (the model's patch size as tile, overlap 0.25, average
+merge, the batch chosen to fit the GPU's memory, reads prefetched two rows ahead).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZE = int(os.environ.get("ICETOOLS_BENCH_GPU_SIZE", 10_000))
+
+
+def run() -> list[tuple[str, str]]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return [("10k scene end to end on CUDA", f"skipped: CUDA is absent (torch {torch.__version__})")]
+    from bench.bench_predict import write_bench_scene
+    from bench.bench_xarray import write_raw_scene
+    from icetools.inference import PredictJob, default_model_dir, load_predictor, predict_scene
+    from icetools.inference.predictor import choose_batch
+
+    predictor = load_predictor(default_model_dir(), "cuda")
+    tile = predictor.patch_size
+    device = torch.cuda.get_device_name(predictor.device)
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="icetools-bench-gpu-") as tmp:
+        folder = Path(tmp)
+        scenes = {"GeoTIFF": write_bench_scene(folder / "scene.tif", SIZE),
+                  "AI4Arctic netCDF": write_raw_scene(folder / "scene.nc", height=SIZE, width=SIZE)}
+        for kind, scene in scenes.items():
+            seconds = []
+            for attempt in range(2):
+                start = time.perf_counter()
+                output = folder / f"sic-{scene.suffix[1:]}-{attempt}.tif"
+                summary = predict_scene(PredictJob(scene, output, predictor, batch=None))
+                seconds.append(time.perf_counter() - start)
+            where = f"{kind} {SIZE} x {SIZE}, default model, tile {tile}, {device}"
+            rows.append((f"end to end s, first / second run [{where}]", f"{seconds[0]:.2f} / {seconds[1]:.2f} (goal <= 10)"))
+            rows.append((f"Mpx/s, second run [{where}]", f"{SIZE * SIZE / 1e6 / seconds[1]:.1f}"))
+        batch = choose_batch(predictor, tile)
+        model_only = _model_only(predictor, summary["windows_predicted"], batch, tile)
+        rows.append((f"model alone on the same {summary['windows_predicted']} windows, batch {batch} [{device}]",
+                     f"{model_only:.2f} s = {model_only / seconds[1]:.0%} of the last end-to-end run"))
+    return rows
+
+
+def _model_only(predictor, windows: int, batch: int, tile: int) -> float:
+    """Seconds the model takes on ``windows`` windows in batches of ``batch``, copies included."""
+    import torch
+
+    data = np.random.default_rng(0).normal(size=predictor.input_shape(batch, tile)).astype("float32")
+    predictor(data)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for first in range(0, windows, batch):
+        predictor(data[: min(batch, windows - first)])
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    for figure, value in run():
+        print(f"{figure}: {value}")
