@@ -48,8 +48,9 @@ SIZE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Ronneberger et al.'s U-Net: 64-128-256-512 and a 1024 bottleneck, 16 times the compute of the
     # default 16..128 (0.3 s a step of 8 x 128 px on 2 CPU cores).
     "unet": {"paper": {"widths": [64, 128, 256, 512]}},
-    "unet-aspp": {"paper": {}},  # the narrow defaults are the source work's
-    "attention-unet": {"paper": {}},  # as unet-aspp
+    # The source work's narrow widths; unet-aspp's defaults are wider (see icetools.models.unet_aspp).
+    "unet-aspp": {"paper": {"encoder_widths": [4, 8, 16, 32], "decoder_widths": [16, 8, 4, 2], "bottleneck_width": 64}},
+    "attention-unet": {"paper": {}},  # the narrow defaults are the source work's
     "unet++": {"paper": {"widths": [32, 64, 128, 256, 512]}},  # Zhou et al., as the defaults
     "deeplabv3": {"paper": {"base_width": 64}},  # a ResNet's 64..512 channels
     "pspnet": {"paper": {"base_width": 64}},

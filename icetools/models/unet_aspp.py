@@ -1,7 +1,11 @@
 """U-Net with an ASPP bottleneck, the grounding-line model for DInSAR interferograms.
 
 The dilated branches see fringes over a wide area at the coarsest level, where a grounding line
-is decided by the pattern tens of pixels away; the narrow default widths come from that work.
+is decided by the pattern tens of pixels away. The source work's widths (4..32 encoder, a 2-channel
+last decoder level) are the ``paper`` size; the defaults are twice as wide in the encoder and keep 8
+channels at full resolution: 1.4x the step time on a CPU, and in an 8-minute CPU budget on held-out
+interferograms Dice 0.33 -> 0.57 and mean line distance 120 -> 39 m (``python -m bench skill``), as
+the line is placed by sub-pixel detail that two full-resolution channels cannot carry.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ class UNetASPP(UNetBody):
         *,
         in_channels: int,
         out_channels: int = 1,
-        encoder_widths: tuple[int, ...] = (4, 8, 16, 32),
-        decoder_widths: tuple[int, ...] = (16, 8, 4, 2),
-        bottleneck_width: int = 64,
+        encoder_widths: tuple[int, ...] = (8, 16, 32, 64),
+        decoder_widths: tuple[int, ...] = (32, 16, 8, 8),
+        bottleneck_width: int = 128,
         dilations: tuple[int, ...] = (1, 6, 12, 18),
     ) -> None:
         name = self.model_name
