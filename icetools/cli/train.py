@@ -122,7 +122,7 @@ def train_command(
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Adam weight decay (default 1e-5).")] = None,
     patience: Patience = None,
     smoothing: Annotated[Optional[float], typer.Option("--smoothing", callback=_smoothing, help="Weight of the past in the moving average of the val loss that early stopping watches, 0..1 (default 0.6; 0 = raw).")] = None,
-    min_steps: Annotated[Optional[int], typer.Option("--min-steps", min=1, help="Optimiser steps before early stopping may act (default: half the budget).")] = None,
+    min_steps: Annotated[Optional[int], typer.Option("--min-steps", min=1, help="Optimiser steps before early stopping may act (default: three quarters of the budget).")] = None,
     grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", min=0.0, help="Gradient norm clip, 0 = off (default 1.0).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0); the same seed repeats the run.")] = None,
     device: TrainDevice = None,

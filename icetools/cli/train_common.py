@@ -20,7 +20,7 @@ EXIT_INTERRUPTED = 130
 Patches = Annotated[Path, typer.Option("--patches", help="Patches GeoPackage from `icetools sample-patches`.", dir_okay=False)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Patches per batch (default 8).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", callback=above_zero, help="Adam learning rate (default 1e-3, decayed over the budget by --lr-schedule).")]
-Patience = Annotated[Optional[int], typer.Option("--patience", min=1, help="Epochs without a better smoothed val loss before stopping, never before half the budget or --min-steps (default 10).")]
+Patience = Annotated[Optional[int], typer.Option("--patience", min=1, help="Epochs without a better smoothed val loss before stopping, never before three quarters of the budget or --min-steps (default 10).")]
 SamplesPerEpoch = Annotated[Optional[int], typer.Option("--samples-per-epoch", min=1, help="Training samples per epoch, drawn again from the train windows every epoch (default 512: 25-55 s of the default U-Net at 128 px on 2 CPU cores).")]
 StepsPerEpoch = Annotated[Optional[int], typer.Option("--steps-per-epoch", min=1, help="Older way to size an epoch: steps x --batch-size samples (use --samples-per-epoch).")]
 ModelSize = Annotated[Optional[ModelSizeName], typer.Option("--model-size", help="laptop (default: trains in minutes on a CPU) or paper (the source paper's widths); --model-arg overrides.")]

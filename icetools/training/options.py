@@ -57,7 +57,7 @@ class TrainOptions:
     budget used. ``steps_per_epoch`` is the older way to size an epoch: ``steps_per_epoch x
     batch_size`` samples. Early stopping watches the validation loss smoothed by an exponential
     moving average (``smoothing`` = the weight of the past) and waits ``min_steps`` optimiser steps,
-    or, when that is None, half of the budget.
+    or, when that is None, three quarters of the budget.
     ``input_transforms`` maps an input band to ``cos-sin`` or ``identity`` (default: ``cos-sin`` for
     bands named like a wrapped phase, see :mod:`icetools.inputs`).
     """

@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 
 COSINE_FLOOR = 0.01
 """The cosine schedule ends at this share of the base learning rate (poly ends at 0)."""
-MIN_BUDGET_FRACTION = 0.5
-"""Early stopping may act only after this share of the budget (unless a minimum of steps is given)."""
+MIN_BUDGET_FRACTION = 0.75
+"""Early stopping may act only after this share of the budget (unless a minimum of steps is given).
+
+The cosine rate spends the end of the budget low, where models gain most late: the skill bench's
+line model had its best epoch at 45 of 46, and with a floor of one half the same recipe
+(``make -C examples grounding-line``) stopped at 53 % of its 8 minutes on a plateau of the
+validation loss, Dice 0.22 on the held-out scene, where the bench's run went on to 0.66."""
 
 
 @dataclass

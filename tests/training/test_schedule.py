@@ -128,11 +128,11 @@ def test_early_stopping_waits_for_min_steps(sic_frame, tmp_path: Path, monkeypat
     summary = train_model(sic_frame, tmp_path / "min", tiny(epochs=10, patience=1, min_steps=25))
     assert summary["stopped_because"] == "early stopping" and summary["epochs_run"] == 5
     assert summary["best_epoch"] == 1  # the best model is still chosen on the raw validation loss
-    # Without min_steps: not before half the budget (epoch 4 of 8).
-    half = train_model(sic_frame, tmp_path / "half", tiny(epochs=8, patience=1))
-    assert half["stopped_because"] == "early stopping" and half["epochs_run"] == 4
-    training = read_config(tmp_path / "half")["training"]
-    assert training["early_stopping"]["smoothing"] == 0.6 and training["early_stopping"]["min_budget_fraction"] == 0.5
+    # Without min_steps: not before three quarters of the budget (epoch 6 of 8).
+    late = train_model(sic_frame, tmp_path / "late", tiny(epochs=8, patience=1))
+    assert late["stopped_because"] == "early stopping" and late["epochs_run"] == 6
+    training = read_config(tmp_path / "late")["training"]
+    assert training["early_stopping"]["smoothing"] == 0.6 and training["early_stopping"]["min_budget_fraction"] == 0.75
 
 
 def test_early_stopping_watches_the_smoothed_loss() -> None:
@@ -144,7 +144,7 @@ def test_early_stopping_watches_the_smoothed_loss() -> None:
     smooth = [row["val_loss_smooth"] for row in run.history]
     assert smooth == pytest.approx([1.0, 0.75, 0.825, 0.7125, 0.70625, 0.753125])
     assert (run.best_epoch, run.bad_epochs, run.smooth_bad_epochs) == (2, 4, 1)
-    assert rule.may_stop(steps=0, fraction=0.5) and not rule.may_stop(steps=10**6, fraction=0.49)
+    assert rule.may_stop(steps=0, fraction=0.75) and not rule.may_stop(steps=10**6, fraction=0.74)
     assert not StoppingRule(1, 0.5, min_steps=100).may_stop(steps=99, fraction=1.0)
 
 
