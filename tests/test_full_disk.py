@@ -64,7 +64,7 @@ def _truncating_cog_copy(monkeypatch) -> None:
 
 def test_a_cog_copy_cut_short_by_a_full_disk_is_one_line_and_leaves_nothing(scene, tmp_path, monkeypatch):
     _truncating_cog_copy(monkeypatch)
-    monkeypatch.setattr(raster.shutil, "disk_usage", _disk(0))
+    monkeypatch.setattr(shutil, "disk_usage", _disk(0))
     out = tmp_path / "labels.tif"
     result = _rasterize(scene, out)
     assert result.exit_code == 1
@@ -74,7 +74,7 @@ def test_a_cog_copy_cut_short_by_a_full_disk_is_one_line_and_leaves_nothing(scen
 
 def test_a_file_that_does_not_read_back_on_a_roomy_disk_is_not_blamed_on_space(scene, tmp_path, monkeypatch):
     _truncating_cog_copy(monkeypatch)
-    monkeypatch.setattr(raster.shutil, "disk_usage", _disk(10**12))
+    monkeypatch.setattr(shutil, "disk_usage", _disk(10**12))
     out = tmp_path / "labels.tif"
     result = _rasterize(scene, out)
     assert result.exit_code == 1
@@ -108,7 +108,7 @@ def test_a_refused_block_write_names_the_output(scene, tmp_path, monkeypatch):
         raise RasterioIOError("Write failed. See previous exception for details.")
 
     monkeypatch.setattr(rasterio.io.DatasetWriter, "write", refused)
-    monkeypatch.setattr(raster.shutil, "disk_usage", _disk(4096))
+    monkeypatch.setattr(shutil, "disk_usage", _disk(4096))
     out = tmp_path / "labels.tif"
     result = _rasterize(scene, out)
     assert result.exit_code == 1
@@ -118,7 +118,7 @@ def test_a_refused_block_write_names_the_output(scene, tmp_path, monkeypatch):
 
 def test_predict_on_a_full_disk_leaves_no_product(scene, tmp_path, monkeypatch):
     _truncating_cog_copy(monkeypatch)
-    monkeypatch.setattr(raster.shutil, "disk_usage", _disk(0))
+    monkeypatch.setattr(shutil, "disk_usage", _disk(0))
     out = tmp_path / "sic.tif"
     result = runner.invoke(app, ["predict", str(scene), "-o", str(out), "--quicklook", str(tmp_path / "q.png"), "-q"])
     assert result.exit_code == 1

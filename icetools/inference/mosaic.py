@@ -16,6 +16,7 @@ from rasterio.windows import Window
 from icetools.errors import DataError
 from icetools.inference.predictor import Predictor, choose_batch, scene_input_spec
 from icetools.inference.windows import (
+    PREFETCH_ROWS,
     MergeStats,
     RowSink,
     Strip,
@@ -29,8 +30,6 @@ from icetools.io.scene import Scene
 from icetools.progress import Progress
 
 CUDA_PREFETCH_ROWS = 2  # a GPU finishes a row's batches sooner than the row is read: keep two ready
-CPU_PREFETCH_ROWS = 1  # 2 cores, packaged model, 2560^2 AI4Arctic netCDF, medians of 3 runs: 0 / 1 / 2 rows
-# ahead 11.2 / 10.2 / 11.0 s (a 3x3 convolution for a model: 1.75 / 1.43 / 1.41 s): one row helps, more does not
 
 
 def scene_strip_reader(
@@ -64,7 +63,7 @@ def scene_strip_reader(
 def prefetch_rows(predictor: Predictor) -> int:
     """Window rows read ahead of the model (see :mod:`.prefetch`): more on a GPU than on the CPU, where
     the reader shares the cores with the model."""
-    return CUDA_PREFETCH_ROWS if predictor.device.type == "cuda" else CPU_PREFETCH_ROWS
+    return CUDA_PREFETCH_ROWS if predictor.device.type == "cuda" else PREFETCH_ROWS
 
 
 def probability_pass(

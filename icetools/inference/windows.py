@@ -33,7 +33,9 @@ WEIGHTINGS = ("average", "gaussian")
 GAUSSIAN_SIGMA_FRACTION = 1 / 8  # nnU-Net's choice: sigma = tile / 8
 GAUSSIAN_MIN_WEIGHT = 1e-3  # relative to the centre, so window edges still count where nothing else does
 QUEUED_TASKS = 8  # batches to merge and rows to write queued behind the model before it waits
-PREFETCH_ROWS = 1  # window rows read and stacked ahead of the model (plus the one being read)
+PREFETCH_ROWS = 1  # window rows read and stacked ahead of the model (plus the one being read): on 2 cores,
+# packaged model, 2560^2 AI4Arctic netCDF, medians of 3 runs, 0 / 1 / 2 rows ahead took 11.2 / 10.2 / 11.0 s
+# (a 3x3 convolution for a model: 1.75 / 1.43 / 1.41 s): one row helps, more does not
 WINDOWS_STAGE = "windows"  # the progress stage: windows done of windows in all
 
 BatchPredictor = Callable[[np.ndarray], np.ndarray]  # (B, [T,] C, H, W) -> (B, K, H, W) probabilities

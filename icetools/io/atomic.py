@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from icetools.errors import InputFileError, OutputExistsError
+from icetools.io.paths import file_identity
 
 # Matches ``.NAME.tmp-PID`` followed by nothing or by a suffix; group 1 is the PID.
 _TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)(?:\..*)?$")
@@ -95,11 +96,8 @@ def temporary_name(final: Path, suffix: str | None = None) -> Path:
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+    """The identity of the file a run created there (a link is itself, never its target)."""
+    return file_identity(path, follow_links=False)
 
 
 def _process_exists(pid: int) -> bool:
@@ -231,9 +229,11 @@ def _io_library_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _IO_LIBRARIES
 
 
-def _disk_full(folder: Path) -> bool:
+def disk_full(folder: Path, *, below: int = _FULL_BELOW) -> bool:
+    """True when ``folder``'s file system has fewer than ``below`` bytes free: a write error that says
+    nothing of its cause is then the full disk's (the cause a user can fix)."""
     try:
-        return shutil.disk_usage(folder).free < _FULL_BELOW
+        return shutil.disk_usage(folder).free < below
     except OSError:
         return False
 
@@ -255,7 +255,7 @@ def _named(exc: Exception, tmp: Path, final: Path) -> Exception:
             return exc
         return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), where)  # PermissionError etc. kept
     code = _write_errno(exc)
-    if code is None and _io_library_error(exc) and _disk_full(final.parent):
+    if code is None and _io_library_error(exc) and disk_full(final.parent):
         code = errno.ENOSPC
     return exc if code is None else OSError(code, os.strerror(code), str(final))
 

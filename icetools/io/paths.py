@@ -16,9 +16,10 @@ from icetools.errors import OutputExistsError
 PathLike = str | os.PathLike
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def file_identity(path: PathLike, *, follow_links: bool = True) -> tuple[int, int] | None:
+    """(device, inode) of ``path`` (of the link itself with ``follow_links=False``); None when absent."""
     try:
-        st = os.stat(path)
+        st = os.stat(path) if follow_links else os.lstat(path)
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -29,8 +30,8 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     a, b = Path(a), Path(b)
     if os.path.realpath(a) == os.path.realpath(b):
         return True
-    ida = _identity(a)
-    return ida is not None and ida == _identity(b)
+    ida = file_identity(a)
+    return ida is not None and ida == file_identity(b)
 
 
 def refuse_overwriting_inputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None]) -> None:

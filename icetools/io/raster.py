@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from rasterio.windows import Window
 
 from icetools.errors import InputFileError, OutputWriteError
 from icetools.grid import Grid
-from icetools.io.atomic import atomic_path
+from icetools.io.atomic import atomic_path, disk_full
 from icetools.io.style import Legend, aux_path, place_sidecar, rat_xml
 
 BLOCK = 512
@@ -72,11 +71,7 @@ class _WriteFailures:
         self.path, self.needed_bytes = path, max(int(needed_bytes), 1 << 20)
 
     def error(self, detail: str) -> Exception:
-        try:
-            free = shutil.disk_usage(self.path.parent or ".").free
-        except OSError:
-            free = None
-        if free is not None and free < self.needed_bytes:
+        if disk_full(self.path.parent, below=self.needed_bytes):
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         return OutputWriteError(f"{self.path}: writing failed ({detail}); nothing was written")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from icetools.inference import make_predictor
-from icetools.inference.mosaic import CPU_PREFETCH_ROWS, CUDA_PREFETCH_ROWS, prefetch_rows
+from icetools.inference.mosaic import CUDA_PREFETCH_ROWS, prefetch_rows
+from icetools.inference.windows import PREFETCH_ROWS
 from icetools.inference.predictor import DEFAULT_BATCH, MAX_AUTO_BATCH, Predictor, choose_batch
 
 from .helpers import CONFIG, fixed_conv
@@ -17,7 +18,7 @@ from .helpers import CONFIG, fixed_conv
 def test_the_cpu_keeps_the_default_batch_and_reads_ahead() -> None:
     predictor = make_predictor(fixed_conv(), CONFIG, device="cpu")
     assert choose_batch(predictor, 256) == DEFAULT_BATCH == 8
-    assert prefetch_rows(predictor) == CPU_PREFETCH_ROWS
+    assert prefetch_rows(predictor) == PREFETCH_ROWS
 
 
 def fake_cuda(monkeypatch, *, fixed: int, per_window: int, free: int, cached: int = 0) -> list[tuple[int, ...]]:
