@@ -9,7 +9,10 @@ Figures, when CUDA is present (one row saying it is absent otherwise, and nothin
 - the model alone on the same number of windows in the same batches, so the share of the wall time
   that the GPU computes says whether reading and writing keep up with it;
 - the GPU's map (bf16, channels_last) against the CPU's (float32) on a 1024 x 1024 scene: the largest
-  difference in SIC and the share of pixels that differ by more than 0.02.
+  difference in SIC and the share of pixels that differ by more than 0.02;
+- training the default sea-ice U-Net on 128 px windows of a 2048 px GeoTIFF scene on the GPU: samples/s
+  and the share of a step spent waiting for the DataLoader (goal < 10 %), at train's defaults (batch 8,
+  one loader worker) and at a GPU-sized setting (batch 64, 8 workers).
 
 The defaults of ``icetools predict`` apply (the model's patch size as tile, overlap 0.25, average
 merge, the batch chosen to fit the GPU's memory, reads prefetched two rows ahead).
@@ -61,6 +64,42 @@ def run() -> list[tuple[str, str]]:
         rows.append((f"model alone on the same {summary['windows_predicted']} windows, batch {batch} [{device}]",
                      f"{model_only:.2f} s = {model_only / seconds[1]:.0%} of the last end-to-end run"))
         rows.append(_agreement(folder, predictor))
+        rows += _training(folder)
+    return rows
+
+
+TRAIN_SETTINGS = ({"batch_size": 8, "workers": 1}, {"batch_size": 64, "workers": 8})
+TRAIN_EPOCHS = 4
+
+
+def _training(folder: Path) -> list[tuple[str, str]]:
+    """Samples/s and data-wait share of train on CUDA; epoch 1 (loader start, cuDNN tuning) left out."""
+    from bench.bench_train import _write_scene
+    from icetools.sampling import sample_patches_and_blocks
+    from icetools.training import TrainOptions, train_model
+
+    scene, labels = _write_scene(folder)
+    frame = sample_patches_and_blocks([scene], [labels], size=128, block_size=256, n=400, seed=0).patches
+    rows = []
+    for setting in TRAIN_SETTINGS:
+        marks: dict[int, list[float]] = {}
+        waits: dict[int, float] = {}
+
+        def progress(event) -> None:
+            if event.stage == "step" and event.done in (0, event.total):
+                marks.setdefault(event.info["epoch"], []).append(time.perf_counter())
+            elif event.stage == "epoch" and event.info.get("data_wait_share") is not None:
+                waits[event.info["epoch"]] = event.info["data_wait_share"]
+
+        samples = 16 * setting["batch_size"]
+        options = TrainOptions.from_mapping({"epochs": TRAIN_EPOCHS, "samples_per_epoch": samples, "device": "cuda",
+                                             "patience": 100, "overwrite": True, **setting})
+        train_model(frame, folder / f"run-{setting['batch_size']}", options, checks=False, progress=progress)
+        timed = [e for e in sorted(marks) if e > 1 and len(marks[e]) == 2]
+        seconds = sum(marks[e][1] - marks[e][0] for e in timed)
+        where = f"unet 128^2, batch {setting['batch_size']}, {setting['workers']} loader worker(s)"
+        rows.append((f"train samples/s [{where}]", f"{samples * len(timed) / seconds:.0f}"))
+        rows.append((f"train data-wait share of a step [{where}]", f"{waits[max(waits)]:.1%} (goal < 10 %)"))
     return rows
 
 
