@@ -13,6 +13,7 @@ from icetools.losses import (
     AUTO_POS_WEIGHT_MAX,
     LINE_POS_WEIGHT,
     LOSS_NAMES,
+    REGIONAL_SHARPNESS,
     TASK_LOSSES,
     bce_ftl,
     build_loss,
@@ -243,7 +244,7 @@ def test_deep_supervision_upsamples_coarse_heads_to_the_target() -> None:
 def test_build_loss_reads_its_inputs_from_the_batch() -> None:
     logits, groups, group_targets = random_polygon_batch(7)
     batch = {"groups": groups, "group_targets": group_targets, "valid": groups >= 0}
-    assert build_loss("regional")(logits, batch).item() == pytest.approx(
+    assert build_loss("regional", sharpness=0)(logits, batch).item() == pytest.approx(
         reference_regional_loss(logits, groups, group_targets).item(), abs=1e-6
     )
     target = torch.rand(3, 9, 7, dtype=torch.float64)
@@ -254,6 +255,22 @@ def test_build_loss_reads_its_inputs_from_the_batch() -> None:
     assert build_loss("bce-ftl", lam=1.0, pos_weight=1.0)(logits, batch).item() == pytest.approx(
         pixel_bce(logits, target, groups > 0).item()
     )
+
+
+def test_regional_sharpness_adds_the_mean_of_4p1mp_over_charted_pixels_only() -> None:
+    logits, groups, group_targets = random_polygon_batch(3)
+    batch = {"groups": groups, "group_targets": group_targets, "valid": torch.ones_like(groups, dtype=torch.bool)}
+    p = torch.sigmoid(logits[:, 0]).detach()
+    charted = groups > 0  # land and unlabelled pixels (group 0) are not asked to decide
+    expected_penalty = sum(4 * v * (1 - v) for v in p[charted].tolist()) / int(charted.sum())
+    plain = reference_regional_loss(logits, groups, group_targets).item()
+    assert build_loss("regional", sharpness=0.3)(logits, batch).item() == pytest.approx(plain + 0.3 * expected_penalty)
+    assert build_loss("regional", sharpness=0)(logits, batch).item() == pytest.approx(plain)  # the paper's loss
+    default = build_loss("regional")(logits, batch).item()
+    assert default == pytest.approx(plain + REGIONAL_SHARPNESS * expected_penalty)
+    decided = torch.where(torch.rand(logits.shape, generator=torch.Generator().manual_seed(0)) > 0.5, 30.0, -30.0)
+    with_term = build_loss("regional", sharpness=1.0)(decided.double(), batch).item()
+    assert with_term == pytest.approx(reference_regional_loss(decided.double(), groups, group_targets).item(), abs=1e-9)
 
 
 def test_build_loss_names_and_task_table_agree() -> None:
@@ -268,8 +285,10 @@ def test_build_loss_errors_list_what_is_valid() -> None:
         build_loss("dice")
     with pytest.raises(ConfigError, match="valid options: gamma"):
         build_loss("focal", alpha=0.5)
-    with pytest.raises(ConfigError, match="valid options: none"):
+    with pytest.raises(ConfigError, match="valid options: sharpness"):
         build_loss("regional", gamma=1.0)
+    with pytest.raises(ConfigError, match="sharpness must be >= 0"):
+        build_loss("regional", sharpness=-0.1)
     with pytest.raises(ConfigError, match="lam"):
         build_loss("bce-ftl", lam=1.5)
     with pytest.raises(ConfigError, match="needs 'groups'"):

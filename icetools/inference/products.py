@@ -18,6 +18,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from icetools.errors import ConfigError, CRSError, MissingVariableError
+from icetools.inference.footprint import footprint_sink
 from icetools.inference.predictor import Predictor
 from icetools.inference.windows import RowSink
 from icetools.io.atomic import check_output
@@ -250,6 +251,7 @@ class Outputs:
     polygon_source: Scene | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     polygon_means: PolygonAccumulator = field(default_factory=PolygonAccumulator)
+    footprint_px: float = 0.0  # Gaussian sigma the SIC rows are smoothed by (inference.footprint); 0: none
 
     @property
     def paths(self) -> list[Path]:
@@ -297,7 +299,7 @@ class Outputs:
                         ids = self.polygon_source.read_polygon_ids(window)
                     self.polygon_means.update(sic_of(probs), ids)
 
-            yield write_rows
+            yield footprint_sink(write_rows, self.footprint_px, height=self.grid.height, width=self.grid.width)
 
     def write_polygon_product(self) -> None:
         """After the pass: polygon means painted wherever the main product holds a value, strip by strip."""

@@ -10,6 +10,7 @@ whole or not at all: on any error none of this run's files is left, the temporar
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -19,6 +20,7 @@ from typing import Any
 
 from icetools import __version__
 from icetools.errors import ConfigError
+from icetools.inference.footprint import SIC_FOOTPRINT_M
 from icetools.inference.mosaic import probability_pass
 from icetools.inference.predictor import Predictor, check_pairing, scene_inputs
 from icetools.inference.products import Outputs, extra_path, open_polygon_source, plan_products, source_tags
@@ -43,6 +45,7 @@ from icetools.io.atomic import removed_on_failure
 from icetools.io.checks import check_scene_values
 from icetools.io.scene import Scene, open_scene
 from icetools.progress import Event, Progress, relabel
+from icetools.tasks import SIC
 
 MERGES = ("average", "gaussian", "refine")
 REFINE = "refine"
@@ -71,6 +74,7 @@ class PredictJob:
     overwrite: bool = False
     extra_paths: Mapping[str, Path] | None = None  # names of extra products by kind (products.EXTRA_SUFFIXES)
     checks: bool = True  # sample the input bands against their plausible ranges (icetools.io.checks)
+    footprint_m: float | None = None  # SIC over a Gaussian of this sigma (metres); None: SIC_FOOTPRINT_M; 0: per pixel
 
     @property
     def final(self) -> Predictor:
@@ -95,7 +99,23 @@ class PredictJob:
                 raise ConfigError(f"the model's patch_size {tile} is not a multiple of {TILE_MULTIPLE}: give a tile")
         check_tiling(tile, self.overlap)
         check_batch(self.batch)
+        if self.footprint_m is not None:
+            if not math.isfinite(self.footprint_m) or self.footprint_m < 0:
+                raise ConfigError(f"footprint must be a number of metres >= 0, got {self.footprint_m}")
+            if self.footprint_m > 0 and self.final.task != SIC:
+                raise ConfigError(f"footprint applies to sic models; this model's task is {self.final.task!r}")
         return tile
+
+    def footprint(self, scene: Scene) -> tuple[float, str | None]:
+        """The footprint's sigma in pixels of ``scene``, and the tag that records it (None: not a SIC run)."""
+        if self.final.task != SIC:
+            return 0.0, None
+        metres = SIC_FOOTPRINT_M if self.footprint_m is None else self.footprint_m
+        if metres == 0:
+            return 0.0, "0 (per pixel)"
+        if not scene.grid.is_georeferenced:
+            return 0.0, "0 (the scene has no georeference, so no pixel size)"
+        return metres / scene.grid.pixel_size(), f"{metres:g}"
 
 
 def predict_scene(job: PredictJob, *, progress: Progress | None = None) -> dict[str, Any]:
@@ -161,7 +181,11 @@ def _plan_outputs(job: PredictJob, scene: Scene, tile: int, *, fallback: bool = 
         if fallback:
             tags["refine_fallback"] = "average: the refiner did not beat the averaged mosaic on validation"
     polygon_path = extra_path(output, "polygon_sic", job.extra_paths) if job.polygons is not None else None
-    outputs = Outputs(products, scene.grid, tags, overwrite=job.overwrite, polygon_path=polygon_path)
+    footprint_px, footprint_tag = job.footprint(scene)
+    if footprint_tag is not None:
+        tags["sic_footprint_sigma_m"] = footprint_tag
+    outputs = Outputs(products, scene.grid, tags, overwrite=job.overwrite, polygon_path=polygon_path,
+                      footprint_px=footprint_px)
     outputs.check(_input_files(job))
     return outputs
 

@@ -65,6 +65,7 @@ def predict(
 ) -> dict[str, Any]:
     """A model (with its config) or a Predictor over ``scene``: the job built as the CLI builds it."""
     predictor = model if isinstance(model, Predictor) else make_predictor(model, config or {}, device="cpu")
+    options.setdefault("footprint_m", 0)  # the merge against its whole-image reference; test_footprint smooths
     if isinstance(refiner, (str, Path)):
         refiner = load_predictor(refiner, predictor.device)
     return predict_scene(PredictJob(scene, output, predictor, refiner=refiner, **options), progress=progress)
