@@ -15,6 +15,9 @@ pixel beside land or the scene's edge averages the valid pixels around it only.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 from rasterio.windows import Window
@@ -26,6 +29,8 @@ SIC_FOOTPRINT_M = 200.0
 """Gaussian sigma, in metres, of the area a predicted SIC stands for (``predict --footprint``)."""
 
 TRUNCATE = 4.0  # scipy's default: the kernel reaches 4 sigma
+COLUMN_CHUNK = 1024  # columns per thread: scipy.ndimage lets go of the GIL, and on a GPU run the
+# smoothing in the writer thread alone set the pace (10k scene on an H200: 5.1 s -> 10.1 s end to end)
 
 
 def footprint_halo(sigma_px: float) -> int:
@@ -34,15 +39,65 @@ def footprint_halo(sigma_px: float) -> int:
 
 
 def smooth_valid(values: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Normalised Gaussian of (K, n, W) ``values`` over rows and columns; NaN stays NaN."""
+    """Normalised Gaussian of (K, n, W) ``values`` over rows and columns; NaN stays NaN.
+
+    Wide rows are cut into column chunks (each with the kernel's radius of columns beside it, so the
+    result is the same) smoothed in threads.
+    """
+    width, halo = values.shape[2], footprint_halo(sigma_px)
+    if width < 2 * COLUMN_CHUNK:
+        return smooth_block(values, sigma_px)
+    starts = range(0, width, COLUMN_CHUNK)
+
+    def chunk(c0: int) -> np.ndarray:
+        c1 = min(c0 + COLUMN_CHUNK, width)
+        lo, hi = max(c0 - halo, 0), min(c1 + halo, width)
+        return smooth_block(values[:, :, lo:hi], sigma_px)[:, :, c0 - lo: c1 - lo]
+
+    return np.concatenate(list(_pool().map(chunk, starts)), axis=2)
+
+
+def smooth_valid_torch(values: np.ndarray, sigma_px: float, device: str) -> np.ndarray:
+    """:func:`smooth_valid` on a torch device (a GPU run's): the same kernel, radius and zero padding
+    as scipy's, two separable convolutions per array. On an H200 run the CPU threads of
+    :func:`smooth_valid` still cost 1.6-2.5 s of a 10k scene's 5-10 s; the GPU does it in passing."""
+    import torch
+    import torch.nn.functional as F
+
+    halo = footprint_halo(sigma_px)
+    taps = np.exp(-0.5 * (np.arange(-halo, halo + 1) / sigma_px) ** 2)
+    kernel = torch.as_tensor(taps / taps.sum(), dtype=torch.float32, device=device)
+    down, across = kernel.view(1, 1, -1, 1), kernel.view(1, 1, 1, -1)
+    with torch.no_grad():
+        rows = torch.from_numpy(np.ascontiguousarray(values, dtype="float32")).to(device)
+        valid = torch.isfinite(rows)
+        both = torch.cat([torch.where(valid, rows, 0.0), valid.float()])[:, None]  # K values, then K weights
+        both = F.conv2d(F.conv2d(both, down, padding=(halo, 0)), across, padding=(0, halo))[:, 0]
+        total, weight = both[: len(rows)], both[len(rows):]
+        smoothed = torch.where(valid, total / weight.clamp_min(1e-12), float("nan"))
+        return smoothed.cpu().numpy()
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="icetools-footprint")
+
+
+def smooth_block(values: np.ndarray, sigma_px: float) -> np.ndarray:
+    """:func:`smooth_valid` in one thread, in float32 (half the time of float64, far finer than a SIC
+    needs). Where every pixel is valid the weights are the outer product of two 1-D profiles, which
+    saves the second 2-D filter."""
     valid = np.isfinite(values)
-    weight = ndimage.gaussian_filter(valid.astype("float64"), (0, sigma_px, sigma_px), mode="constant",
-                                     truncate=TRUNCATE)
-    total = ndimage.gaussian_filter(np.where(valid, values, 0).astype("float64"), (0, sigma_px, sigma_px),
-                                    mode="constant", truncate=TRUNCATE)
+    sigma = (0.0, sigma_px, sigma_px)
+    total = ndimage.gaussian_filter(np.where(valid, values, 0).astype("float32"), sigma, mode="constant",
+                                    truncate=TRUNCATE)
+    if valid.all():
+        rows, cols = (ndimage.gaussian_filter1d(np.ones(n, dtype="float32"), sigma_px, mode="constant",
+                                                truncate=TRUNCATE) for n in values.shape[1:])
+        return total / (rows[:, None] * cols[None, :])
+    weight = ndimage.gaussian_filter(valid.astype("float32"), sigma, mode="constant", truncate=TRUNCATE)
     with np.errstate(invalid="ignore", divide="ignore"):
-        smoothed = (total / weight).astype("float32")
-    return np.where(valid, smoothed, np.float32(np.nan))
+        return np.where(valid, total / weight, np.float32(np.nan))
 
 
 class FootprintRows:
@@ -53,8 +108,9 @@ class FootprintRows:
     :func:`smooth_valid` of the whole scene while memory stays at a few strips.
     """
 
-    def __init__(self, write_rows: RowSink, sigma_px: float, *, height: int, width: int) -> None:
+    def __init__(self, write_rows: RowSink, sigma_px: float, *, height: int, width: int, device: str = "cpu") -> None:
         self.write_rows = write_rows
+        self.device = device
         self.sigma_px = sigma_px
         self.halo = footprint_halo(sigma_px)
         self.height, self.width = height, width
@@ -75,7 +131,9 @@ class FootprintRows:
     def _write_until(self, end: int) -> None:
         assert self.rows is not None
         below = min(end + self.halo, self.received)
-        smoothed = smooth_valid(self.rows[:, : below - self.first], self.sigma_px)
+        rows = self.rows[:, : below - self.first]
+        smoothed = (smooth_valid(rows, self.sigma_px) if self.device == "cpu"
+                    else smooth_valid_torch(rows, self.sigma_px, self.device))
         start, stop = self.written - self.first, end - self.first
         self.write_rows(Window(0, self.written, self.width, end - self.written), smoothed[:, start:stop])
         self.written = end
@@ -84,8 +142,9 @@ class FootprintRows:
         self.first = keep_from
 
 
-def footprint_sink(write_rows: RowSink, sigma_px: float, *, height: int, width: int) -> RowSink:
-    """``write_rows`` itself for no footprint, else a :class:`FootprintRows` in front of it."""
+def footprint_sink(write_rows: RowSink, sigma_px: float, *, height: int, width: int, device: str = "cpu") -> RowSink:
+    """``write_rows`` itself for no footprint, else a :class:`FootprintRows` in front of it (smoothing
+    on ``device``: "cpu", or the GPU the model runs on)."""
     if sigma_px <= 0 or not math.isfinite(sigma_px):
         return write_rows
-    return FootprintRows(write_rows, sigma_px, height=height, width=width)
+    return FootprintRows(write_rows, sigma_px, height=height, width=width, device=device)

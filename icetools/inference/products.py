@@ -252,6 +252,7 @@ class Outputs:
     lock: threading.Lock = field(default_factory=threading.Lock)
     polygon_means: PolygonAccumulator = field(default_factory=PolygonAccumulator)
     footprint_px: float = 0.0  # Gaussian sigma the SIC rows are smoothed by (inference.footprint); 0: none
+    footprint_device: str = "cpu"  # where that smoothing runs: the CPU, or the GPU the model runs on
 
     @property
     def paths(self) -> list[Path]:
@@ -299,7 +300,8 @@ class Outputs:
                         ids = self.polygon_source.read_polygon_ids(window)
                     self.polygon_means.update(sic_of(probs), ids)
 
-            yield footprint_sink(write_rows, self.footprint_px, height=self.grid.height, width=self.grid.width)
+            yield footprint_sink(write_rows, self.footprint_px, height=self.grid.height, width=self.grid.width,
+                                 device=self.footprint_device)
 
     def write_polygon_product(self) -> None:
         """After the pass: polygon means painted wherever the main product holds a value, strip by strip."""

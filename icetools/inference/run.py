@@ -184,8 +184,9 @@ def _plan_outputs(job: PredictJob, scene: Scene, tile: int, *, fallback: bool = 
     footprint_px, footprint_tag = job.footprint(scene)
     if footprint_tag is not None:
         tags["sic_footprint_sigma_m"] = footprint_tag
+    device = job.final.device
     outputs = Outputs(products, scene.grid, tags, overwrite=job.overwrite, polygon_path=polygon_path,
-                      footprint_px=footprint_px)
+                      footprint_px=footprint_px, footprint_device=str(device) if device.type == "cuda" else "cpu")
     outputs.check(_input_files(job))
     return outputs
 

@@ -9,7 +9,15 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from icetools.errors import ConfigError
-from icetools.inference.footprint import FootprintRows, footprint_halo, footprint_sink, smooth_valid
+from icetools.inference.footprint import (
+    COLUMN_CHUNK,
+    FootprintRows,
+    smooth_block,
+    footprint_halo,
+    footprint_sink,
+    smooth_valid,
+    smooth_valid_torch,
+)
 
 from .helpers import CONFIG, fixed_conv, predict, read, scene_array, write_test_scene
 
@@ -42,6 +50,21 @@ def test_streaming_equals_the_whole_scene(sigma: float, strips: list[int]) -> No
     got = streamed(values, sigma, strips)
     np.testing.assert_allclose(got, smooth_valid(values, sigma), rtol=1e-5, atol=1e-6, equal_nan=True)
     assert footprint_halo(sigma) == int(4 * sigma + 0.5)
+
+
+def test_wide_rows_smoothed_in_column_chunks_equal_one_block() -> None:
+    values = np.random.default_rng(4).random((1, 30, 2 * COLUMN_CHUNK + 77)).astype("float32")
+    values[0, 5:9, COLUMN_CHUNK - 3:COLUMN_CHUNK + 40] = np.nan  # no-data across a chunk's edge
+    np.testing.assert_allclose(smooth_valid(values, 4.0), smooth_block(values, 4.0), rtol=1e-6, atol=1e-7,
+                               equal_nan=True)
+
+
+def test_the_torch_path_equals_scipys() -> None:
+    # What a GPU run smooths with, checked here on the CPU device (test_gpu_path runs predict on CUDA).
+    values = np.random.default_rng(5).random((1, 50, 90)).astype("float32")
+    values[0, 20:30, 40:45] = np.nan
+    np.testing.assert_allclose(smooth_valid_torch(values, 3.0, "cpu"), smooth_valid(values, 3.0), rtol=1e-5,
+                               atol=1e-6, equal_nan=True)
 
 
 def test_no_data_stays_and_never_pulls_neighbours_towards_zero() -> None:

@@ -78,3 +78,13 @@ def test_the_gpu_path_agrees_with_the_cpu_within_bf16() -> None:
         assert got.dtype == np.float32 and got.shape == expected[:n].shape
         np.testing.assert_allclose(got, expected[:n], atol=2e-2)
     assert 1 <= choose_batch(gpu, 64) <= MAX_AUTO_BATCH
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_footprint_on_the_gpu_equals_the_cpus() -> None:
+    from icetools.inference.footprint import smooth_valid, smooth_valid_torch
+
+    values = np.random.default_rng(2).random((1, 80, 3000)).astype("float32")
+    values[0, 30:40, 1000:1100] = np.nan
+    np.testing.assert_allclose(smooth_valid_torch(values, 5.0, "cuda"), smooth_valid(values, 5.0), rtol=1e-4,
+                               atol=1e-5, equal_nan=True)
