@@ -273,6 +273,23 @@ def test_regional_sharpness_adds_the_mean_of_4p1mp_over_charted_pixels_only() ->
     assert with_term == pytest.approx(reference_regional_loss(decided.double(), groups, group_targets).item(), abs=1e-9)
 
 
+@pytest.mark.parametrize("seed", [0, 4])
+def test_regional_kl_adds_each_polygons_kl_divergence_to_its_squared_error(seed: int) -> None:
+    logits, groups, group_targets = random_polygon_batch(seed)
+    group_targets[3], group_targets[5] = 0.0, 1.0  # open water and 10/10: the log terms at their ends
+    probabilities = torch.sigmoid(logits[:, 0]).detach()
+    errors = []
+    for group in sorted(set(groups.unique().tolist()) - {0}):
+        m, t = probabilities[groups == group].mean().item(), group_targets[group].item()
+        kl = sum(a * math.log(a / b) for a, b in ((t, m), (1 - t, 1 - m)) if a > 0)
+        errors.append((m - t) ** 2 + 0.25 * kl)
+    batch = {"groups": groups, "group_targets": group_targets}
+    value = build_loss("regional", sharpness=0, kl=0.25)(logits, batch)
+    assert value.item() == pytest.approx(sum(errors) / len(errors), rel=1e-9)
+    value.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def test_build_loss_names_and_task_table_agree() -> None:
     for names in TASK_LOSSES.values():
         for name in names:
@@ -285,10 +302,12 @@ def test_build_loss_errors_list_what_is_valid() -> None:
         build_loss("dice")
     with pytest.raises(ConfigError, match="valid options: gamma"):
         build_loss("focal", alpha=0.5)
-    with pytest.raises(ConfigError, match="valid options: sharpness"):
+    with pytest.raises(ConfigError, match="valid options: sharpness, kl"):
         build_loss("regional", gamma=1.0)
-    with pytest.raises(ConfigError, match="sharpness must be >= 0"):
+    with pytest.raises(ConfigError, match="sharpness and kl must be >= 0"):
         build_loss("regional", sharpness=-0.1)
+    with pytest.raises(ConfigError, match="sharpness and kl must be >= 0"):
+        build_loss("regional", kl=-1)
     with pytest.raises(ConfigError, match="lam"):
         build_loss("bce-ftl", lam=1.5)
     with pytest.raises(ConfigError, match="needs 'groups'"):

@@ -20,7 +20,7 @@ from icetools.data import PatchDataset, compute_normalization, label_class_names
 from icetools.errors import ConfigError, DataError
 from icetools.inputs import InputSpec
 from icetools.io.scene import open_scene
-from icetools.losses import REGIONAL_SHARPNESS, TASK_LOSSES, build_loss, deep_supervision
+from icetools.losses import TASK_LOSSES, build_loss, deep_supervision, loss_options
 from icetools.models import MODEL_NAMES, build_model, model_class, size_args
 from icetools.refine import RefineSource, identity_normalization
 from icetools.patches_io import read_patches
@@ -83,7 +83,7 @@ def resolve_setup(frame: pd.DataFrame, options: TrainOptions, *, refines: Refine
     if (is_fctl or refines is not None) and loss == "focal":
         loss_args.setdefault("gamma", FCTL_FOCAL_GAMMA)
     if loss == "regional":  # config.json then says which loss trained the model, not only what was given
-        loss_args.setdefault("sharpness", REGIONAL_SHARPNESS)
+        loss_args = {**loss_options("regional"), **loss_args}
     build_loss(loss, **loss_args)  # checks the names and values of the loss options now
     ds_weights = _ds_weights(model, options, ds_value)
     inputs = _inputs(frame, options, refines)

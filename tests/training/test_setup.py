@@ -6,7 +6,7 @@ import pytest
 
 from icetools import tasks
 from icetools.errors import ConfigError
-from icetools.losses import REGIONAL_SHARPNESS
+from icetools.losses import REGIONAL_KL, REGIONAL_SHARPNESS
 from icetools.tasks import TrainingDefaults, training_defaults
 from icetools.training import TrainOptions, resolve_setup
 
@@ -15,8 +15,8 @@ def test_defaults_follow_task_and_model(sic_frame, binary_frame) -> None:
     sic = resolve_setup(sic_frame, TrainOptions())
     assert (sic.model, sic.loss, sic.pool, sic.lr, sic.lr_schedule) == ("unet", "regional", "scene", 1e-3, "cosine")
     assert sic.samples_per_epoch == 512
-    assert sic.loss_args == {"sharpness": REGIONAL_SHARPNESS}  # recorded in config.json: what trained the model
-    assert resolve_setup(sic_frame, TrainOptions(loss_args={"sharpness": 0})).loss_args == {"sharpness": 0}
+    assert sic.loss_args == {"sharpness": REGIONAL_SHARPNESS, "kl": REGIONAL_KL}  # config.json: what trained it
+    assert resolve_setup(sic_frame, TrainOptions(loss_args={"sharpness": 0})).loss_args["sharpness"] == 0
     binary = resolve_setup(binary_frame, TrainOptions())
     assert (binary.model, binary.loss, binary.pool) == ("unet-aspp", "bce-ftl", "patch")
     fctl = resolve_setup(binary_frame, TrainOptions(model="fctl"))
