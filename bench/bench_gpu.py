@@ -99,7 +99,7 @@ def _training(folder: Path) -> list[tuple[str, str]]:
         seconds = sum(marks[e][1] - marks[e][0] for e in timed)
         where = f"unet 128^2, batch {setting['batch_size']}, {setting['workers']} loader worker(s)"
         rows.append((f"train samples/s [{where}]", f"{samples * len(timed) / seconds:.0f}"))
-        rows.append((f"train data-wait share of a step [{where}]", f"{waits[max(waits)]:.1%} (goal < 10 %)"))
+        rows.append((f"train data-wait share of a step, epoch {max(waits)} [{where}]", f"{waits[max(waits)]:.1%} (goal < 10 %)"))
     return rows
 
 

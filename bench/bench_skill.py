@@ -89,6 +89,7 @@ def polygon_truth_r2(prediction: Path, truth: Path, chart_labels: Path) -> tuple
     from scipy import ndimage
 
     from icetools.io.scene import open_scene
+    from icetools.metrics import SICAccumulator
 
     with open_scene(chart_labels) as labels, open_scene(prediction) as pred, open_scene(truth) as true_raster:
         ids, chart = labels.read(["polygon_id", "SIC"]).astype("float64")
@@ -96,11 +97,13 @@ def polygon_truth_r2(prediction: Path, truth: Path, chart_labels: Path) -> tuple
         true_sic = true_raster.read().astype("float64")[0]
     keep = np.isfinite(ids) & np.isfinite(chart) & np.isfinite(predicted) & np.isfinite(true_sic)
     index = np.unique(ids[keep])
-    means = [np.asarray(ndimage.mean(values[keep], ids[keep], index)) for values in (predicted, true_sic, chart)]
-    model_means, true_means, chart_means = means
+    model_means, true_means, chart_means = (np.asarray(ndimage.mean(values[keep], ids[keep], index))
+                                            for values in (predicted, true_sic, chart))
 
     def r2(found: np.ndarray) -> float:
-        return float(1 - np.sum((found - true_means) ** 2) / np.sum((true_means - true_means.mean()) ** 2))
+        accumulator = SICAccumulator()
+        accumulator.update(found, true_means)
+        return float(accumulator.result()["r2"])
 
     return r2(model_means), r2(chart_means), len(index)
 

@@ -14,10 +14,10 @@ pixel beside land or the scene's edge averages the valid pixels around it only.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import numpy as np
 from rasterio.windows import Window
@@ -78,7 +78,7 @@ def smooth_valid_torch(values: np.ndarray, sigma_px: float, device: str) -> np.n
         return smoothed.cpu().numpy()
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="icetools-footprint")
 
@@ -110,7 +110,7 @@ class FootprintRows:
 
     def __init__(self, write_rows: RowSink, sigma_px: float, *, height: int, width: int, device: str = "cpu") -> None:
         self.write_rows = write_rows
-        self.device = device
+        self.smooth = smooth_valid if device == "cpu" else functools.partial(smooth_valid_torch, device=device)
         self.sigma_px = sigma_px
         self.halo = footprint_halo(sigma_px)
         self.height, self.width = height, width
@@ -131,9 +131,7 @@ class FootprintRows:
     def _write_until(self, end: int) -> None:
         assert self.rows is not None
         below = min(end + self.halo, self.received)
-        rows = self.rows[:, : below - self.first]
-        smoothed = (smooth_valid(rows, self.sigma_px) if self.device == "cpu"
-                    else smooth_valid_torch(rows, self.sigma_px, self.device))
+        smoothed = self.smooth(self.rows[:, : below - self.first], self.sigma_px)
         start, stop = self.written - self.first, end - self.first
         self.write_rows(Window(0, self.written, self.width, end - self.written), smoothed[:, start:stop])
         self.written = end
