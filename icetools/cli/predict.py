@@ -136,6 +136,7 @@ def predict_command(
     device: Device = "auto",
     bands: Annotated[Optional[str], typer.Option("--bands", metavar="MODEL_BAND=FILE_BAND,...", callback=_band_map, help="Read these model bands from these file bands (names or 1-based numbers), e.g. nersc_sar_primary=Sigma0_HH_db,nersc_sar_secondary=2. Without it the usual Sentinel-1 names (HH, sigma0_HH, Sigma0_HH_db, ...) and HH-then-HV in undescribed two-band files are found by themselves.")] = None,
     footprint: Annotated[Optional[float], typer.Option("--footprint", min=0.0, metavar="METRES", help="SIC models: the area each SIC value stands for, a Gaussian of this sigma in metres (default 200; 0 writes the per-pixel output). No-data pixels stay no-data and never leak into their neighbours.")] = None,
+    no_calibration: Annotated[bool, typer.Option("--no-calibration", help="SIC models: write the model's output as it is, without the stretch of its validated floor and ceiling onto 0 and 1 (config.json 'sic_calibration').")] = False,
     percent: Annotated[bool, typer.Option("--percent", help="SIC as uint8 0-100 (nodata 255) instead of float 0-1.")] = False,
     polygons: Annotated[Optional[str], typer.Option("--polygons", help="Also write the mean SIC per chart polygon (<out>_polygon_sic.tif, or --polygon-sic-out), from a labels raster or 'scene' (the netCDF's own chart).")] = None,
     ice_water: Annotated[bool, typer.Option("--ice-water", help="Also write <out>_icewater.tif: 1 ice (SIC >= 15 %), 0 water, 255 nodata.")] = False,
@@ -189,6 +190,7 @@ def predict_command(
         "tile": tile, "overlap": overlap, "merge": merge, "batch": batch, "percent": percent, "polygons": polygons,
         "ice_water": ice_water, "probabilities": probabilities, "overwrite": overwrite, "extra_paths": extras,
         "checks": not no_checks, "footprint_m": footprint,
+        "calibrate": not no_calibration,
     }
     failed = run_scenes(tasks, models, options, jobs=jobs, scheduler=scheduler, predictors=predictors)
     if failed:

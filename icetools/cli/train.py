@@ -61,6 +61,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(f"val {key}", fmt(value))
     if summary.get("threshold") is not None:
         table.add_row("threshold", fmt(summary["threshold"]))
+    calibration = summary.get("sic_calibration")
+    if calibration:  # the stretch predict applies (icetools.calibration)
+        table.add_row("SIC calibration", f"floor {fmt(calibration['floor'])} -> 0, ceiling {fmt(calibration['ceiling'])} -> 1")
     gate = summary.get("refine_gate")
     if gate:  # a refiner: where it applies, and whether predict uses it at all
         where = "everywhere" if gate["threshold"] is None else f"confidence < {fmt(gate['threshold'])}"

@@ -34,6 +34,7 @@ LABELS = {
     "epoch": "epochs",
     "step": "steps this epoch",
     "threshold": "threshold sweep",
+    "calibration": "SIC calibration",
 }
 
 
@@ -78,6 +79,9 @@ def training_lines(event: Event, *, indent: str = "", runs: bool = False, detail
     elif event.stage == "threshold" and details and "threshold" in event.info:
         info(f"{indent}threshold sweep: best {event.info['threshold']:g} "
              f"(mean patch Dice {event.info['mean_dice']:.4f})")
+    elif event.stage == "calibration" and details and "floor" in event.info:
+        info(f"{indent}SIC calibration: floor {event.info['floor']:.4f}, ceiling {event.info['ceiling']:.4f} "
+             f"(validation {event.info['score']} {event.info['before']:.4f} -> {event.info['after']:.4f})")
 
 
 def training_bars(*, indent: str = "", runs: bool = False, details: bool = True) -> EventBars:

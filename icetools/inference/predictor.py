@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icetools.calibration import SICCalibration
 from icetools.device import autocast, resolve_device
 from icetools.errors import ConfigError, DataError
 from icetools.inputs import InputSpec, bind_inputs, check_band_map, model_input_units
 from icetools.io.scene import Scene
 from icetools.models.base import IcetoolsModel
-from icetools.tasks import MULTICLASS, check_task
+from icetools.tasks import MULTICLASS, SIC, check_task
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +54,7 @@ class Predictor:
     input_units: dict[str, str] = field(default_factory=dict)  # band -> dB / linear the model learned from
     band_map: dict[str, str] = field(default_factory=dict)  # model band -> band of the user's files
     fingerprint: str = ""  # sha256 of config.json and the weights, for tags
+    calibration: SICCalibration | None = None  # SIC models: the validated floor/ceiling stretch (icetools.calibration)
     _out_channels: int | None = field(default=None, repr=False)
     _staging: PinnedStaging | None = field(default=None, repr=False)  # CUDA only
 
@@ -82,7 +84,10 @@ class Predictor:
             if isinstance(logits, (tuple, list)):  # a bare nn.Module may return several heads
                 logits = logits[0]
             logits = logits.float()
-            return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            if logits.shape[1] != 1:
+                return torch.softmax(logits, dim=1)
+            probabilities = torch.sigmoid(logits)
+            return self.calibration.apply(probabilities) if self.calibration is not None else probabilities
 
     def input_shape(self, batch: int, tile: int) -> tuple[int, ...]:
         """The (B, [T,] C, H, W) shape of a batch of normalised windows for this model."""
@@ -257,6 +262,7 @@ def make_predictor(
         window_axis=takes_windows,
         input_spec=spec,
         input_units=units,
+        calibration=SICCalibration.from_config(config) if task == SIC else None,
     )
 
 

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class PredictJob:
     extra_paths: Mapping[str, Path] | None = None  # names of extra products by kind (products.EXTRA_SUFFIXES)
     checks: bool = True  # sample the input bands against their plausible ranges (icetools.io.checks)
     footprint_m: float | None = None  # SIC over a Gaussian of this sigma (metres); None: SIC_FOOTPRINT_M; 0: per pixel
+    calibrate: bool = True  # SIC: apply the model's validated floor/ceiling stretch (icetools.calibration), if any
 
     @property
     def final(self) -> Predictor:
@@ -124,6 +125,8 @@ def predict_scene(job: PredictJob, *, progress: Progress | None = None) -> dict[
     Progress: ``windows`` events (both passes counted under ``refine``), info ``{"scene": name}``.
     """
     tile = job.checked_tile()
+    if not job.calibrate and job.model.calibration is not None:
+        job = replace(job, model=replace(job.model, calibration=None))
     fallback = refiner_fallback(job.refiner) if job.refiner is not None else None
     with open_scene(job.scene) as scene, ExitStack() as stack:
         inputs = scene_inputs(scene, job.model)  # every missing band named before anything else is checked
@@ -184,6 +187,9 @@ def _plan_outputs(job: PredictJob, scene: Scene, tile: int, *, fallback: bool = 
     footprint_px, footprint_tag = job.footprint(scene)
     if footprint_tag is not None:
         tags["sic_footprint_sigma_m"] = footprint_tag
+    if job.final.task == SIC:
+        calibration = job.final.calibration
+        tags["sic_calibration"] = calibration.describe() if calibration is not None else "none"
     device = job.final.device
     outputs = Outputs(products, scene.grid, tags, overwrite=job.overwrite, polygon_path=polygon_path,
                       footprint_px=footprint_px, footprint_device=str(device) if device.type == "cuda" else "cpu")

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from icetools.calibration import CONFIG_KEY as CALIBRATION_KEY
 from icetools.data import scene_paths
 from icetools.device import seed_everything
 from icetools.errors import ConfigError
@@ -67,7 +69,7 @@ from icetools.training.state import (
     read_state,
     restore_state,
 )
-from icetools.training.validate import DEFAULT_THRESHOLDS, sweep_threshold
+from icetools.training.validate import DEFAULT_THRESHOLDS, sweep_threshold, validate
 
 
 @dataclass
@@ -358,6 +360,11 @@ def _finish(
             except KeyboardInterrupt:
                 stopped_because = "interrupted"
         config["threshold"] = threshold
+    if setup.task == "sic" and setup.n_classes == 1 and setup.refines is None and stopped_because != "interrupted":
+        try:
+            metrics = _calibrate_sic(best_model, loop, config, metrics, summary, progress=progress)
+        except KeyboardInterrupt:
+            stopped_because = "interrupted"
     run.seconds = loop.clock.elapsed()
     config["training"].update(json_safe({"val_metrics": metrics, "stopped_because": stopped_because,
                                          "seconds": round(run.seconds, 1)}))
@@ -377,6 +384,36 @@ def _summary(loop: TrainingLoop, record: RunRecord, out_dir: Path, stopped_becau
         "stopped_because": stopped_because, "seconds": round(loop.clock.elapsed(), 1),
         "world_size": loop.world.world_size, "data_wait_share": None if share is None else round(share, 4),
     }
+
+
+def _calibrate_sic(
+    model: torch.nn.Module, loop: TrainingLoop, config: dict[str, Any], metrics: dict[str, float],
+    summary: dict[str, Any], *, progress: Progress | None,
+) -> dict[str, float]:
+    """Measure the model's SIC floor and ceiling on validation (:mod:`icetools.calibration`); keep the
+    stretch only if it scores at least as well there as the raw output. The metrics predict will match."""
+    model = model.to(loop.device)
+    raw = validate(model, loop.parts.val_loader, loop.parts.loss_fn, task="sic", n_classes=1, device=loop.device)
+    calibration, notes = raw.ends.fit()
+    summary["warnings"].extend(notes)
+    if calibration.is_identity:
+        return metrics
+    stretched = validate(model, loop.parts.val_loader, loop.parts.loss_fn, task="sic", n_classes=1,
+                         device=loop.device, calibration=calibration)
+    before, after = raw.metrics(), stretched.metrics()
+    key = "polygon_r2" if np.isfinite(before["polygon_r2"]) and np.isfinite(after["polygon_r2"]) else "r2"
+    report(progress, "calibration", 1, 1, floor=calibration.floor, ceiling=calibration.ceiling,
+           before=before[key], after=after[key], score=key)
+    if not after[key] >= before[key]:
+        summary["warnings"].append(
+            f"SIC calibration ({calibration.describe()}) lowered validation {key} from {before[key]:.4f} "
+            f"to {after[key]:.4f}: not applied"
+        )
+        return metrics
+    config[CALIBRATION_KEY] = {**calibration.record(raw.ends.counts), "validation": {
+        "score": key, "raw": round(before[key], 6), "calibrated": round(after[key], 6)}}
+    summary["sic_calibration"] = config[CALIBRATION_KEY]
+    return {**metrics, **after}
 
 
 def _refiner_gate(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from icetools.calibration import EndHistograms, SICCalibration
 from icetools.device import autocast
 from icetools.jsonsafe import json_safe
 from icetools.metrics import (
@@ -80,8 +81,12 @@ class ValidationResult:
     TP/FP/FN and the per-patch Dice), so the threshold sweep costs one pass over the data.
     """
 
-    def __init__(self, task: str, n_classes: int, *, thresholds: Sequence[float] = (0.5,)) -> None:
+    def __init__(
+        self, task: str, n_classes: int, *, thresholds: Sequence[float] = (0.5,),
+        calibration: SICCalibration | None = None,
+    ) -> None:
         self.task = task
+        self.calibration = calibration  # SIC: scored as predict writes it (the ends are measured raw)
         self.thresholds = [float(t) for t in thresholds]
         self.loss_sum = 0.0
         self.n = 0
@@ -90,6 +95,7 @@ class ValidationResult:
             self.polygons = PolygonAccumulator()
             self.polygon_key: dict[tuple[int, int], int] = {}
             self.polygon_sic: dict[int, float] = {}
+            self.ends = EndHistograms()  # for the SIC calibration train chooses at the end
         elif task == "binary":
             count = len(self.thresholds)
             self.true_pos = np.zeros(count, dtype="int64")
@@ -113,6 +119,9 @@ class ValidationResult:
             return
         prob = torch.sigmoid(logits[:, 0]).cpu().numpy()
         if self.task == "sic":
+            self.ends.update(prob, target, valid)
+            if self.calibration is not None:
+                prob = self.calibration.apply(prob)
             self.pixels.update(prob, target, valid)
             self._update_polygons(prob, batch["polygon_ids"].cpu().numpy(), batch["scene_index"].cpu().numpy(),
                                   target, valid)
@@ -157,6 +166,7 @@ class ValidationResult:
         self.n += other.n
         if self.task == "sic":
             self.pixels.merge(other.pixels)
+            self.ends.merge(other.ends)
             renumber = np.zeros(len(other.polygon_key) + 1, dtype="int64")
             for key, theirs in other.polygon_key.items():
                 if key not in self.polygon_key:
@@ -218,10 +228,11 @@ def validate(
     n_classes: int,
     device: torch.device,
     thresholds: Sequence[float] = (0.5,),
+    calibration: SICCalibration | None = None,
 ) -> ValidationResult:
     """Validation loss and metrics on ``model(x)`` (for UNet++ the last head)."""
     model.eval()
-    result = ValidationResult(task, n_classes, thresholds=thresholds)
+    result = ValidationResult(task, n_classes, thresholds=thresholds, calibration=calibration)
     with torch.no_grad():
         for batch in loader:
             batch = to_device(batch, device)

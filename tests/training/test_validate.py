@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from icetools.calibration import SICCalibration
 from icetools.training.validate import ValidationResult, patch_dice, pick_threshold
 
 
@@ -52,3 +53,56 @@ def test_without_foreground_patches_the_pooled_dice_picks() -> None:
     prob = np.where(np.arange(16).reshape(1, 4, 4) < 8, 0.3, 0.7).repeat(2, axis=0)
     # no patch holds a line: every threshold that predicts something scores 0, one that predicts nothing 1
     assert mean_dice_of(prob, truth, [0.2, 0.5, 0.8]) == [0.0, 0.0, 1.0]
+
+
+def _sic_batch(pixel_sic: list[float], chart: list[float], side: int = 40) -> dict[str, torch.Tensor]:
+    """One patch per polygon, every pixel of patch i at output ``pixel_sic[i]`` and chart ``chart[i]``;
+    the image is the output's logit, so an identity model gives it back."""
+    n = len(chart)
+    probability = torch.tensor(pixel_sic, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
+    return {
+        "image": torch.logit(probability)[:, None, None, None].expand(n, 1, side, side).contiguous(),
+        "target": torch.tensor(chart, dtype=torch.float32)[:, None, None].expand(n, side, side).contiguous(),
+        "valid": torch.ones((n, side, side), dtype=torch.bool),
+        "polygon_ids": torch.arange(1, n + 1)[:, None, None].expand(n, side, side).contiguous(),
+        "scene_index": torch.zeros(n, dtype=torch.int64),
+    }
+
+
+def _calibrated(batches: list[dict[str, torch.Tensor]]) -> tuple[dict, dict, dict]:
+    """run._calibrate_sic on an identity model over ``batches``: config, metrics, summary."""
+    from types import SimpleNamespace
+
+    from icetools.training.run import _calibrate_sic
+
+    loop = SimpleNamespace(parts=SimpleNamespace(val_loader=batches, loss_fn=lambda logits, batch: torch.zeros(())),
+                           device=torch.device("cpu"))
+    config: dict = {}
+    summary: dict = {"warnings": []}
+    metrics = _calibrate_sic(torch.nn.Identity(), loop, config, {"r2": 0.0, "polygon_r2": 0.0}, summary, progress=None)
+    return config, metrics, summary
+
+
+def test_sic_calibration_is_kept_when_it_brings_validation_polygons_to_the_chart() -> None:
+    # open water at a floor of 0.04, full ice at 0.97, a half-and-half polygon between them
+    water, ice = 0.04, 0.97
+    batch = _sic_batch([water, ice, water, ice], [0.0, 1.0, 0.5, 0.5])
+    batch["polygon_ids"][3] = 3  # patches 3 and 4 are one 50 % polygon: half its pixels water, half ice
+    config, metrics, summary = _calibrated([batch])
+    entry = config["sic_calibration"]
+    assert entry["floor"] == pytest.approx(water, abs=5e-4) and entry["ceiling"] == pytest.approx(ice, abs=5e-4)
+    assert entry["validation"]["score"] == "polygon_r2" and entry["validation"]["calibrated"] == pytest.approx(1.0, abs=1e-3)
+    assert entry["validation"]["raw"] < entry["validation"]["calibrated"]
+    assert metrics["polygon_r2"] == pytest.approx(1.0, abs=1e-3) and summary["sic_calibration"] == entry
+    again = ValidationResult("sic", 1, calibration=SICCalibration(entry["floor"], entry["ceiling"]))
+    again.update(batch["image"][:, 0][:, None], batch, 0.0)  # what predict would write scores as recorded
+    assert again.metrics()["polygon_r2"] == pytest.approx(metrics["polygon_r2"], rel=1e-6)
+
+
+def test_sic_calibration_is_refused_when_it_lowers_validation_polygon_r2() -> None:
+    # mixed polygons already exact: stretching a floor of 0.08 away pulls all five below their charts
+    charts = [0.0, 1.0, 0.3, 0.4, 0.5, 0.6, 0.7]
+    config, metrics, summary = _calibrated([_sic_batch([0.08, 1.0, 0.3, 0.4, 0.5, 0.6, 0.7], charts)])
+    assert "sic_calibration" not in config and "sic_calibration" not in summary
+    assert metrics == {"r2": 0.0, "polygon_r2": 0.0}  # the run's own metrics stand
+    assert any("lowered validation polygon_r2" in w and "not applied" in w for w in summary["warnings"])
