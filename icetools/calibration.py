@@ -108,34 +108,25 @@ class EndHistograms:
     def fit(self) -> tuple[SICCalibration, list[str]]:
         """The calibration, and one note for each end left alone (and why)."""
         notes: list[str] = []
-        floor = _median(self.water)
-        ceiling = _median(self.ice)
-        if self.water.sum() < MIN_END_PIXELS:
-            notes.append(f"SIC calibration: {int(self.water.sum())} validation pixels charted 0 %, "
-                         f"{MIN_END_PIXELS} needed: the floor is left at 0")
-            floor = 0.0
-        elif floor > MAX_END_OFFSET:
-            notes.append(f"SIC calibration: open water reads {floor:.3f} on validation, more than "
-                         f"{MAX_END_OFFSET}: the model has not learnt it; the floor is left at 0")
-            floor = 0.0
-        if self.ice.sum() < MIN_END_PIXELS:
-            notes.append(f"SIC calibration: {int(self.ice.sum())} validation pixels charted 100 %, "
-                         f"{MIN_END_PIXELS} needed: the ceiling is left at 1")
-            ceiling = 1.0
-        elif ceiling < 1.0 - MAX_END_OFFSET:
-            notes.append(f"SIC calibration: full ice reads {ceiling:.3f} on validation, less than "
-                         f"{1.0 - MAX_END_OFFSET}: the model has not learnt it; the ceiling is left at 1")
-            ceiling = 1.0
+        floor = _end(self.water, at=0.0, pixels="charted 0 %", reads="open water reads", name="floor", notes=notes)
+        ceiling = _end(self.ice, at=1.0, pixels="charted 100 %", reads="full ice reads", name="ceiling", notes=notes)
         return SICCalibration(floor, ceiling), notes
 
 
-def _median(histogram: np.ndarray) -> float:
-    """The median of the binned values, at its bin's centre (0.5 when the histogram is empty)."""
+def _end(histogram: np.ndarray, *, at: float, pixels: str, reads: str, name: str, notes: list[str]) -> float:
+    """The median output of one end, or ``at`` itself (with a note) when too few pixels hold it or the
+    median lies further than :data:`MAX_END_OFFSET` from it."""
     total = int(histogram.sum())
-    if total == 0:
-        return 0.5
-    index = int(np.searchsorted(np.cumsum(histogram), (total + 1) / 2))
-    return (index + 0.5) / BINS
+    if total < MIN_END_PIXELS:
+        notes.append(f"SIC calibration: {total} validation pixels {pixels}, {MIN_END_PIXELS} needed: "
+                     f"the {name} is left at {at:g}")
+        return at
+    median = (int(np.searchsorted(np.cumsum(histogram), (total + 1) / 2)) + 0.5) / BINS  # at its bin's centre
+    if abs(median - at) > MAX_END_OFFSET:
+        notes.append(f"SIC calibration: {reads} {median:.3f} on validation, more than {MAX_END_OFFSET} from "
+                     f"{at:g}: the model has not learnt it; the {name} is left at {at:g}")
+        return at
+    return median
 
 
 __all__ = ["CONFIG_KEY", "EndHistograms", "MAX_END_OFFSET", "MIN_END_PIXELS", "SICCalibration"]
